@@ -1,0 +1,300 @@
+"""`rr bench quality`: train what is missing, score every system on every dataset's test split, in both modes.
+
+Writes benchmarks/results/quality.json and quality.md. Every vector is cached (router.cache), every expert is kept on
+disk, so a rerun only re-scores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.settings import Settings
+from ingest.beir import BeirDataset, discover, load_dataset
+from router.encoders import BASE, TextEncoder
+from router.evaluation import Run, mean
+from router.experts import ExpertRegistry
+from router.pilots import PilotScores
+from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
+from router.training.data import domain_data
+from router.training.trainer import TrainConfig, train_expert
+from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("query", "query+document")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Bench:
+    def __init__(self, settings: Settings, console: Console, train_budget_s: float, max_epochs: int) -> None:
+        self.settings = settings
+        self.console = console
+        self.train_budget_s = train_budget_s
+        self.max_epochs = max_epochs
+        self.encoder: TextEncoder = make_encoder(settings)
+        self.seconds: dict[str, float] = {}
+
+    # ---- progress ------------------------------------------------------------------------------------------
+    def _progress_factory(self, prog: Progress) -> Callable[[str, int], Callable[[int], None]]:
+        def factory(label: str, total: int) -> Callable[[int], None]:
+            task = prog.add_task(label, total=total)
+
+            def advance(n: int) -> None:
+                prog.advance(task, n)
+                if prog.tasks[prog.task_ids.index(task)].finished:
+                    prog.remove_task(task)
+
+            return advance
+
+        return factory
+
+    def _timed(self, key: str, t0: float) -> None:
+        self.seconds[key] = round(self.seconds.get(key, 0.0) + time.monotonic() - t0, 1)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def _cfg(self, mode: str, budget: float) -> TrainConfig:
+        return TrainConfig(
+            sides=mode,
+            time_budget_s=budget,
+            max_epochs=self.max_epochs,
+            query_max_length=self.settings.query_max_length,
+            doc_max_length=self.settings.doc_max_length,
+        )
+
+    def ensure_experts(self, mode: str, datasets: Sequence[BeirDataset], wb: Workbench) -> ExpertRegistry:
+        reg = registry_for(self.settings, mode)
+        have: set[str] = set(reg.names())
+        base_docs = {ds.name: wb.encoder.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets}
+        todo = [ds for ds in datasets if ds.name not in have]
+        mt_dir = baseline_dir(self.settings, mode)
+        need_mt = not (mt_dir / "manifest.json").is_file()
+        for ds in todo:
+            t0 = time.monotonic()
+            self.console.print(f"[bold]training[/] {mode} expert {ds.name!r}")
+            tmp = reg.root / f".{ds.name}.tmp"
+            train_expert(
+                self.settings.base_model,
+                self.encoder.base_fingerprint,
+                [domain_data(ds)],
+                tmp,
+                name=ds.name,
+                domain=ds.name,
+                cfg=self._cfg(mode, self.train_budget_s),
+                doc_matrices=base_docs,
+                progress=lambda ep, val, loss: self.console.print(f"  {ep}: val nDCG@10 {val:.4f} loss {loss:.3f}"),
+            )
+            reg.add(tmp, replace=True)
+            _rmtree(tmp)
+            self._timed(f"train_{mode}", t0)
+        if need_mt:
+            t0 = time.monotonic()
+            self.console.print(f"[bold]training[/] {mode} multi-task baseline on all {len(datasets)} domains")
+            train_expert(
+                self.settings.base_model,
+                self.encoder.base_fingerprint,
+                [domain_data(ds) for ds in datasets],
+                mt_dir,
+                name=MULTI_TASK,
+                domain="all",
+                cfg=self._cfg(mode, self.train_budget_s * len(datasets)),
+                doc_matrices=base_docs,
+                progress=lambda ep, val, loss: self.console.print(f"  {ep}: val nDCG@10 {val:.4f} loss {loss:.3f}"),
+            )
+            self._timed(f"train_{mode}", t0)
+        return reg
+
+    # ---- one mode ------------------------------------------------------------------------------------------
+    def run_mode(self, mode: str, datasets: Sequence[BeirDataset]) -> dict[str, Any]:
+        enc = self.encoder
+        for name in list(enc.experts):
+            enc.remove_expert(name)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        ) as prog:
+            wb = Workbench(enc, mode, self._progress_factory(prog))
+            t0 = time.monotonic()
+            reg = self.ensure_experts(mode, datasets, wb)
+            self._timed(f"train_{mode}", t0)
+            experts = [e for e in reg.all() if e.name in {ds.name for ds in datasets}]
+            for x in experts:
+                enc.add_expert(x.name, x.path, x.manifest.base_fingerprint)
+            mt = baseline_dir(self.settings, mode)
+            enc.add_expert(MULTI_TASK, mt)
+            names = sorted(x.name for x in experts)
+
+            # Algorithm 1 inputs: every expert on every training query (cached vectors make this cheap to redo).
+            t0 = time.monotonic()
+            ps = PilotScores()
+            for ds in datasets:
+                if "train" not in ds.qrels:
+                    continue
+                qids, base_q = wb.query_matrix(ds, "train", None)
+                ps.add_domain(ds.name, qids, base_q)
+                for name in names:
+                    sc = wb.score(ds, "train", name).per_query
+                    ps.set_scores(ds.name, name, [sc[q] for q in qids])
+            ps.save(reg.root / "pilot_scores.npz")
+            self._timed(f"pilot_scoring_{mode}", t0)
+
+            # Test tables: every encoder on every dataset.
+            t0 = time.monotonic()
+            tables: dict[str, DatasetTables] = {}
+            for ds in datasets:
+                qids, base_q = wb.query_matrix(ds, "test", None)
+                scores: dict[str, dict[str, float]] = {}
+                runs: dict[str, Run] = {}
+                for name in [BASE, *names, MULTI_TASK]:
+                    sc_ = wb.score(ds, "test", None if name == BASE else name)
+                    scores[name], runs[name] = sc_.per_query, sc_.run
+                tables[ds.name] = DatasetTables(ds.name, qids, base_q, scores, runs, ds.qrels["test"])
+            self._timed(f"test_scoring_{mode}", t0)
+
+        suite = SystemSuite(ps, names, {n: n for n in names})
+        suite.library.save(reg.root / "pilots.json")
+        systems: dict[str, dict[str, float]] = {}
+        for system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
+            row = {d: round(suite.score(system, t), 4) for d, t in tables.items()}
+            row["avg"] = round(mean([row[d] for d in tables]), 4)
+            systems[system] = row
+        matrix = {e: {d: round(mean(t.scores[e]), 4) for d, t in tables.items()} for e in [*names, MULTI_TASK, BASE]}
+        routing = {}
+        for d, t in tables.items():
+            ch = suite.choices("router_retriever", t)
+            assert ch is not None
+            routing[d] = shares(ch, names)
+        beats = {e: matrix[e][e] > matrix[BASE][e] for e in names if e in matrix[e]}
+        return {
+            "systems": systems,
+            "expert_matrix": matrix,
+            "routing": routing,
+            "expert_beats_base_in_domain": beats,
+            "pilots": len(suite.library),
+            "experts": {
+                e.name: {
+                    "sides": e.manifest.sides,
+                    "training": {k: v for k, v in e.manifest.training.items() if k != "history"},
+                }
+                for e in experts
+            },
+        }
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def choose_default_rule(systems: dict[str, dict[str, float]], datasets: Sequence[str]) -> str:
+    """The issue's rule: an extra rule becomes the default only if it wins on average and loses <= 1 point anywhere."""
+    paper = systems["router_retriever"]
+    best = "router_retriever"
+    for extra in EXTRA_SYSTEMS:
+        row = systems[extra]
+        if row["avg"] > systems[best]["avg"] and all(row[d] >= paper[d] - 0.01 for d in datasets):
+            best = extra
+    return best
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    ds = result["datasets"]
+    lines = [f"# Quality (nDCG@10 x 100, test splits) — commit {result['commit'][:10]}", ""]
+    for mode, body in result["modes"].items():
+        lines += [f"## mode: {mode}" + (" (default)" if mode == result["default_mode"] else ""), ""]
+        lines += ["| system | " + " | ".join(ds) + " | avg |", "|---|" + "---|" * (len(ds) + 1)]
+        for name, row in body["systems"].items():
+            lines.append(
+                f"| {name} | " + " | ".join(f"{100 * row[d]:.1f}" for d in ds) + f" | {100 * row['avg']:.1f} |"
+            )
+        lines += [
+            "",
+            "Expert x dataset:",
+            "",
+            "| expert | " + " | ".join(ds) + " |",
+            "|---|" + "---|" * len(ds),
+        ]
+        for e, row in body["expert_matrix"].items():
+            lines.append(f"| {e} | " + " | ".join(f"{100 * row[d]:.1f}" for d in ds) + " |")
+        lines += ["", "Routing shares (router_retriever, rows: dataset):", ""]
+        experts = sorted(next(iter(body["routing"].values())))
+        lines += ["| dataset | " + " | ".join(experts) + " |", "|---|" + "---|" * len(experts)]
+        for d, row in body["routing"].items():
+            lines.append(f"| {d} | " + " | ".join(f"{100 * row[e]:.0f}%" for e in experts) + " |")
+        lines.append("")
+    lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
+    return "\n".join(lines)
+
+
+def print_table(console: Console, result: dict[str, Any]) -> None:
+    ds = result["datasets"]
+    for mode, body in result["modes"].items():
+        table = Table(title=f"nDCG@10 x 100 — mode {mode}")
+        table.add_column("system")
+        for d in [*ds, "avg"]:
+            table.add_column(d, justify="right")
+        for name, row in body["systems"].items():
+            table.add_row(name, *[f"{100 * row[d]:.1f}" for d in [*ds, "avg"]])
+        console.print(table)
+
+
+def run_quality(
+    settings: Settings,
+    data: Path,
+    modes: Sequence[str] = MODES,
+    only: Sequence[str] | None = None,
+    train_budget_s: float = 420.0,
+    max_epochs: int = 15,
+    out_dir: Path = RESULTS,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    console = console or Console()
+    start = time.monotonic()
+    folders = [p for p in discover(data) if not only or p.name in only]
+    datasets = [load_dataset(p, ("train", "test")) for p in folders]
+    bench = Bench(settings, console, train_budget_s, max_epochs)
+    out: dict[str, Any] = {"datasets": [d.name for d in datasets], "default_mode": "query", "modes": {}}
+    for mode in modes:
+        out["modes"][mode] = bench.run_mode(mode, datasets)
+    names = out["datasets"]
+    for body in out["modes"].values():
+        body["default_rule"] = choose_default_rule(body["systems"], names)
+    bench.seconds["total"] = round(time.monotonic() - start, 1)
+    out["commit"] = _commit()
+    out["seconds"] = bench.seconds
+    out["settings"] = {
+        "base_model": Path(settings.base_model).name,
+        "query_max_length": settings.query_max_length,
+        "doc_max_length": settings.doc_max_length,
+        "bf16": settings.bf16,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "quality.json").write_text(json.dumps(out, indent=2) + "\n")
+    (out_dir / "quality.md").write_text(render_markdown(out))
+    print_table(console, out)
+    console.print(f"wrote {out_dir / 'quality.json'} and quality.md in {bench.seconds['total']:.0f}s")
+    return out

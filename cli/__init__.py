@@ -1,0 +1,1 @@
+"""The `rr` command."""

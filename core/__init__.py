@@ -1,0 +1,1 @@
+"""Shared core: the one settings class and the exception hierarchy every layer raises."""

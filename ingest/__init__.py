@@ -1,0 +1,1 @@
+"""Reading documents in: BEIR collections from disk (or the official archives), streamed and validated."""

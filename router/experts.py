@@ -1,0 +1,141 @@
+"""Experts on disk and the one registry that lists, adds and removes them.
+
+An expert is a directory: the peft LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) and a
+``manifest.json`` that says what it is, what base model it needs, which sides it encodes, how it was trained and how
+well it scored. The registry owns a folder of such directories; nothing else decides which experts exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from core.errors import Conflict, InvalidInput, NotFound
+
+Sides = Literal["query", "query+document"]
+SIDES: tuple[str, ...] = ("query", "query+document")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or name == "base":
+        raise InvalidInput(
+            f"expert name {name!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_' (and not 'base')",
+            field="name",
+        )
+    return name
+
+
+@dataclass
+class Manifest:
+    name: str
+    domain: str
+    base_model: str
+    base_fingerprint: str
+    sides: str = "query"
+    rank: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    training: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.sides not in SIDES:
+            raise InvalidInput(f"sides must be one of {SIDES}, got {self.sides!r}", field="sides")
+        if self.rank < 1:
+            raise InvalidInput(f"rank must be >= 1, got {self.rank}", field="rank")
+        if not self.domain:
+            raise InvalidInput("domain must not be empty", field="domain")
+
+    @property
+    def encodes_documents(self) -> bool:
+        return self.sides == "query+document"
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / MANIFEST
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Manifest:
+        path = Path(directory) / MANIFEST
+        if not path.is_file():
+            raise NotFound(f"{directory}: no {MANIFEST}; is this an expert directory?")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{path}: not valid JSON ({e.msg})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidInput(f"{path}: unknown fields {sorted(unknown)}")
+        missing = [n for n in ("name", "domain", "base_model", "base_fingerprint") if n not in data]
+        if missing:
+            raise InvalidInput(f"{path}: missing fields {missing}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Expert:
+    manifest: Manifest
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+class ExpertRegistry:
+    """A folder of expert directories. Adding copies an expert in; removing deletes its directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def all(self) -> list[Expert]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and (d / MANIFEST).is_file():
+                out.append(Expert(Manifest.load(d), d))
+        return out
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.all()]
+
+    def get(self, name: str) -> Expert:
+        d = self.root / check_name(name)
+        if not (d / MANIFEST).is_file():
+            raise NotFound(f"no expert {name!r} in {self.root} (have: {', '.join(self.names()) or 'none'})")
+        return Expert(Manifest.load(d), d)
+
+    def add(self, source: str | Path, *, replace: bool = False) -> Expert:
+        """Copy an expert directory in under its manifest's name."""
+        src = Path(source)
+        manifest = Manifest.load(src)
+        if not (src / "adapter_config.json").is_file():
+            raise InvalidInput(f"{src}: no adapter_config.json; an expert needs its peft LoRA adapter")
+        dest = self.root / manifest.name
+        if dest.exists() and dest.resolve() != src.resolve():
+            if not replace:
+                raise Conflict(f"expert {manifest.name!r} exists in {self.root}; remove it first or pass replace")
+            shutil.rmtree(dest)
+        if dest.resolve() != src.resolve():
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, dest)
+        return Expert(manifest, dest)
+
+    def remove(self, name: str) -> None:
+        expert = self.get(name)
+        shutil.rmtree(expert.path)

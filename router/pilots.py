@@ -1,0 +1,218 @@
+"""The pilot embedding library (the paper's Algorithm 1) and the routing rules over it.
+
+Algorithm 1: every expert is scored on every training query (nDCG@10); the query's label is its best expert; within
+each domain the queries are grouped by label and each group's centroid of BASE query embeddings becomes one pilot,
+stored with its expert, domain and group size. Routing embeds a query with the base model, compares it with the pilots
+and picks an expert by a rule (the paper's per-expert mean by default).
+
+Adding or removing an expert trains nothing: its column of the score table is added or dropped, and only the labels and
+centroids that change are recomputed (:meth:`PilotScores.build`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InvalidInput, NotFound
+
+RULES = ("mean", "nearest", "topk")
+
+
+@dataclass
+class Pilot:
+    expert: str
+    domain: str
+    size: int
+    vector: np.ndarray
+
+
+@dataclass
+class PilotScores:
+    """Per-domain training queries, their base embeddings and one nDCG@10 column per expert."""
+
+    domains: dict[str, list[str]] = field(default_factory=dict)  # domain -> query ids
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # domain -> (n, dim) base embeddings
+    scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # domain -> expert -> (n,)
+
+    @property
+    def experts(self) -> list[str]:
+        names: set[str] = set()
+        for cols in self.scores.values():
+            names.update(cols)
+        return sorted(names)
+
+    def add_domain(self, domain: str, query_ids: Sequence[str], base_embeddings: np.ndarray) -> None:
+        if len(query_ids) != len(base_embeddings):
+            raise InvalidInput(f"domain {domain!r}: {len(query_ids)} query ids but {len(base_embeddings)} embeddings")
+        self.domains[domain] = list(query_ids)
+        self.embeddings[domain] = np.asarray(base_embeddings, dtype=np.float32)
+        self.scores.setdefault(domain, {})
+
+    def set_scores(self, domain: str, expert: str, values: Sequence[float]) -> None:
+        if domain not in self.domains:
+            raise NotFound(f"no domain {domain!r} in the pilot scores")
+        arr = np.asarray(values, dtype=np.float32)
+        if arr.shape != (len(self.domains[domain]),):
+            raise InvalidInput(f"domain {domain!r}: expected {len(self.domains[domain])} scores, got {arr.shape}")
+        self.scores[domain][expert] = arr
+
+    def remove_expert(self, expert: str) -> None:
+        for cols in self.scores.values():
+            cols.pop(expert, None)
+
+    def remove_domain(self, domain: str) -> None:
+        for table in (self.domains, self.embeddings, self.scores):
+            table.pop(domain, None)
+
+    def labels(self, domain: str, experts: Sequence[str]) -> np.ndarray:
+        """Best expert per query (index into ``experts``), -1 where no expert finds anything (nDCG 0 for all).
+
+        Ties go to the first expert in ``experts`` order, which callers keep sorted, so labels are deterministic.
+        """
+        cols = self.scores[domain]
+        missing = [e for e in experts if e not in cols]
+        if missing:
+            raise NotFound(f"domain {domain!r} has no scores for experts {missing}; score them first")
+        table = np.stack([cols[e] for e in experts], axis=1)
+        best = table.argmax(axis=1)
+        best[table.max(axis=1) <= 0.0] = -1
+        return best
+
+    def build(self, experts: Sequence[str] | None = None, domains: Sequence[str] | None = None) -> PilotLibrary:
+        """Algorithm 1 over the given experts and domains (default: all)."""
+        names = sorted(experts) if experts is not None else self.experts
+        if not names:
+            raise InvalidInput("the pilot library needs at least one expert")
+        pilots: list[Pilot] = []
+        for domain in sorted(domains if domains is not None else self.domains):
+            labels = self.labels(domain, names)
+            emb = self.embeddings[domain]
+            for i, name in enumerate(names):
+                members = emb[labels == i]
+                if len(members) == 0:
+                    continue
+                pilots.append(Pilot(name, domain, len(members), members.mean(axis=0)))
+        return PilotLibrary(pilots, names)
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {"domains": self.domains, "experts": {}}
+        for d in self.domains:
+            arrays[f"emb::{d}"] = self.embeddings[d]
+            meta["experts"][d] = sorted(self.scores[d])
+            for e, v in self.scores[d].items():
+                arrays[f"score::{d}::{e}"] = v
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arrays["meta"] = np.array(json.dumps(meta))
+        np.savez_compressed(p, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path) -> PilotScores:
+        with np.load(Path(path)) as z:
+            meta = json.loads(str(z["meta"]))
+            out = cls()
+            for d, qids in meta["domains"].items():
+                out.add_domain(d, qids, z[f"emb::{d}"])
+                for e in meta["experts"][d]:
+                    out.scores[d][e] = z[f"score::{d}::{e}"]
+        return out
+
+
+@dataclass
+class RouteDecision:
+    expert: str
+    scores: dict[str, float]
+
+
+class PilotLibrary:
+    """Pilots as one matrix; routes base query embeddings to experts."""
+
+    def __init__(self, pilots: Sequence[Pilot], experts: Sequence[str] | None = None) -> None:
+        self.pilots = list(pilots)
+        self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
+        owners = {p.expert for p in self.pilots}
+        # An expert that won no training query owns no pilot and can never be chosen; keep it listed but unroutable.
+        self.routable = [e for e in self.experts if e in owners]
+        if not self.routable:
+            raise InvalidInput("the pilot library has no pilots; score the experts on training queries first")
+        self.matrix = np.stack([p.vector for p in self.pilots]).astype(np.float32)
+        norms = np.linalg.norm(self.matrix, axis=1, keepdims=True)
+        self.matrix /= np.clip(norms, 1e-12, None)
+        self.owner = np.array([self.routable.index(p.expert) for p in self.pilots])
+
+    def __len__(self) -> int:
+        return len(self.pilots)
+
+    def expert_scores(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> np.ndarray:
+        """(n_queries, n_routable) scores per expert under ``rule``; higher is better."""
+        if rule not in RULES:
+            raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+        q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        sims = q @ self.matrix.T  # cosine: both sides are unit vectors
+        n_exp = len(self.routable)
+        out = np.full((len(q), n_exp), -np.inf, dtype=np.float32)
+        if rule == "topk":
+            kk = min(k, sims.shape[1])
+            top = np.argsort(-sims, axis=1)[:, :kk]
+            keep = np.zeros_like(sims, dtype=bool)
+            np.put_along_axis(keep, top, True, axis=1)
+            sims = np.where(keep, sims, np.nan)
+        for e in range(n_exp):
+            cols = sims[:, self.owner == e]
+            if rule == "nearest":
+                out[:, e] = cols.max(axis=1)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the expert is not in the top k
+                    m = np.nanmean(cols, axis=1)
+                out[:, e] = np.where(np.isnan(m), -np.inf, m)
+        return out
+
+    def route(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> list[RouteDecision]:
+        scores = self.expert_scores(query_embeddings, rule, k)
+        best = scores.argmax(axis=1)
+        return [
+            RouteDecision(self.routable[b], {e: float(s) for e, s in zip(self.routable, row, strict=True)})
+            for b, row in zip(best, scores, strict=True)
+        ]
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experts": self.experts,
+            "pilots": [
+                {
+                    "expert": p.expert,
+                    "domain": p.domain,
+                    "size": p.size,
+                    "vector": [round(float(x), 7) for x in p.vector],
+                }
+                for p in self.pilots
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PilotLibrary:
+        pilots = [
+            Pilot(p["expert"], p["domain"], int(p["size"]), np.asarray(p["vector"], np.float32)) for p in data["pilots"]
+        ]
+        return cls(pilots, data.get("experts"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PilotLibrary:
+        p = Path(path)
+        if not p.is_file():
+            raise NotFound(f"{p}: no pilot library; build it with `rr pilots build`")
+        return cls.from_json(json.loads(p.read_text()))

@@ -1,0 +1,89 @@
+"""Training examples for one domain: labelled queries, plus self-supervised pairs where labels are few."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+from ingest.beir import BeirDataset
+
+
+@dataclass(frozen=True)
+class Example:
+    qid: str
+    text: str
+    positives: tuple[int, ...]  # indices into the domain's corpus
+    synthetic: bool = False
+
+
+@dataclass
+class DomainData:
+    """A domain's corpus (ids and texts) and its training examples."""
+
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    examples: list[Example]
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {d: i for i, d in enumerate(self.doc_ids)}
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(not e.synthetic for e in self.examples)
+
+    @property
+    def n_synthetic(self) -> int:
+        return sum(e.synthetic for e in self.examples)
+
+
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+
+def supervised_examples(ds: BeirDataset, split: str = "train") -> list[Example]:
+    index = {d.id: i for i, d in enumerate(ds.corpus)}
+    out = []
+    for qid, judged in sorted(ds.qrels[split].items()):
+        pos = tuple(sorted(index[d] for d, g in judged.items() if g > 0 and d in index))
+        if pos and qid in ds.queries:
+            out.append(Example(qid, ds.queries[qid], pos))
+    return out
+
+
+def self_supervised_examples(ds: BeirDataset, limit: int, seed: int = 0) -> list[Example]:
+    """Pseudo-queries from the corpus: a document's title, or (without one) a sentence of its body.
+
+    The positive is the whole document. Used for domains with few labelled queries (Cranfield, CACM, MED), where a
+    handful of real queries cannot move a LoRA without overfitting.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(ds.corpus)))
+    rng.shuffle(order)
+    out: list[Example] = []
+    for i in order:
+        doc = ds.corpus[i]
+        if len(doc.text.split()) < 20:
+            continue  # title-only or tiny documents make trivial pairs
+        if len(doc.title.split()) >= 4:
+            query = doc.title
+        else:
+            sents = [s for s in _SENT.split(doc.text) if 6 <= len(s.split()) <= 60]
+            if len(sents) < 2:
+                continue
+            query = rng.choice(sents)
+        out.append(Example(f"ssl:{doc.id}", query, (i,), synthetic=True))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def domain_data(
+    ds: BeirDataset, split: str = "train", min_supervised: int = 300, max_synthetic: int = 1500
+) -> DomainData:
+    """Labelled examples of ``split``; topped up with self-supervised pairs when fewer than ``min_supervised``."""
+    examples = supervised_examples(ds, split)
+    if len(examples) < min_supervised:
+        examples += self_supervised_examples(ds, max_synthetic)
+    return DomainData(ds.name, [d.id for d in ds.corpus], [d.full_text for d in ds.corpus], examples)

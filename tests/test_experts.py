@@ -1,0 +1,116 @@
+"""Manifests, the registry, and experts on the encoder: a tiny real BERT with real peft adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound
+from ingest.beir import load_dataset
+from router.cache import EmbeddingCache
+from router.encoders import TextEncoder
+from router.experts import ExpertRegistry, Manifest
+from router.training.data import domain_data
+from router.training.trainer import TrainConfig, train_expert
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    m = Manifest(
+        name="scifact",
+        domain="scifact",
+        base_model="m",
+        base_fingerprint="abc",
+        sides="query+document",
+        training={"supervised_queries": 3},
+        scores={"val_ndcg@10": 0.7},
+    )
+    m.save(tmp_path)
+    again = Manifest.load(tmp_path)
+    assert again == m and again.encodes_documents
+
+
+def test_manifest_validation(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="sides"):
+        Manifest(name="x", domain="x", base_model="m", base_fingerprint="f", sides="both")
+    with pytest.raises(InvalidInput, match="name"):
+        Manifest(name="Bad Name", domain="x", base_model="m", base_fingerprint="f")
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"name": "x", "domain": "x", "base_model": "m", "base_fingerprint": "f", "colour": 1})
+    )
+    with pytest.raises(InvalidInput, match="unknown fields"):
+        Manifest.load(tmp_path)
+    with pytest.raises(NotFound):
+        Manifest.load(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real experts trained on the tiny model (a few seconds)."""
+    out = tmp_path_factory.mktemp("experts")
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    paths = {}
+    for name in ("bio", "aero"):
+        ds = load_dataset(beir_root / name)
+        docs = {name: enc.encode([d.full_text for d in ds.corpus], None, "document")}
+        res = train_expert(
+            str(tiny_model),
+            enc.base_fingerprint,
+            [domain_data(ds, min_supervised=0)],
+            out / name,
+            name=name,
+            domain=name,
+            cfg=TrainConfig(max_epochs=8, patience=8, bf16=False, lr=5e-3, batch_size=2, keep="last"),
+            doc_matrices=docs,
+        )
+        paths[name] = res.path
+    return paths
+
+
+def test_training_loss_falls(trained: dict[str, Path]) -> None:
+    m = Manifest.load(trained["bio"])
+    losses = [h["loss"] for h in m.training["history"][1:]]
+    assert losses[-1] < losses[0], losses
+    assert m.training["supervised_queries"] == 4
+    assert m.training["negatives"].startswith("whole frozen-base corpus")
+
+
+def test_registry_add_list_remove(trained: dict[str, Path], tmp_path: Path) -> None:
+    reg = ExpertRegistry(tmp_path / "reg")
+    assert reg.all() == []
+    reg.add(trained["bio"])
+    reg.add(trained["aero"])
+    assert reg.names() == ["aero", "bio"]
+    with pytest.raises(Conflict):
+        reg.add(trained["bio"])
+    reg.remove("bio")
+    assert reg.names() == ["aero"]
+    with pytest.raises(NotFound, match="have: aero"):
+        reg.get("bio")
+
+
+def test_encoder_experts_cache_and_mixed_batches(tiny_model: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "cache")
+    enc = TextEncoder(str(tiny_model), bf16=False, cache=cache, batch_size=3)
+    texts = ["protein in the cell", "supersonic wing flow", "gene trial", "shock layer heat"]
+    base = enc.encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(base, axis=1), 1.0, rtol=1e-5)
+    enc.add_expert("bio", trained["bio"], Manifest.load(trained["bio"]).base_fingerprint)
+    enc.add_expert("aero", trained["aero"])
+    bio = enc.encode(texts, "bio")
+    assert not np.allclose(bio, base)
+    np.testing.assert_allclose(enc.encode(texts, None), base, atol=1e-6)  # base pass unaffected by adapters
+    mixed = enc.encode_mixed(texts, ["bio", "aero", None, "bio"], side="query")
+    aero = enc.encode(texts, "aero")
+    np.testing.assert_allclose(mixed[[0, 3]], bio[[0, 3]], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], aero[1], atol=1e-5)
+    np.testing.assert_allclose(mixed[2], base[2], atol=1e-5)
+    # cache: a second encoder with the same adapter reads the vectors without a forward pass
+    assert len(cache.get_many(enc.fingerprint("bio", "query"), texts)) == 4
+    enc.remove_expert("bio")
+    with pytest.raises(NotFound, match="unknown expert"):
+        enc.encode(texts, "bio")
+    with pytest.raises(IncompatibleExpert):
+        enc.add_expert("bio", trained["bio"], base_fingerprint="0" * 16)

@@ -1,0 +1,107 @@
+"""Algorithm 1 and the routing rules on hand-made cases whose answers are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import InvalidInput
+from router.pilots import PilotLibrary, PilotScores
+
+
+def _unit(*xs: float) -> np.ndarray:
+    v = np.array(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def scores() -> PilotScores:
+    ps = PilotScores()
+    # domain "d1": q0, q1 best with expert A; q2 best with B; q3 found by nobody (dropped).
+    ps.add_domain(
+        "d1",
+        ["q0", "q1", "q2", "q3"],
+        np.stack([_unit(1, 0, 0), _unit(1, 1, 0), _unit(0, 1, 0), _unit(0, 0, 1)]),
+    )
+    ps.set_scores("d1", "A", [0.9, 0.5, 0.1, 0.0])
+    ps.set_scores("d1", "B", [0.2, 0.4, 0.8, 0.0])
+    # domain "d2": both queries best with B; the tie on q1 goes to the first expert in sorted order (A).
+    ps.add_domain("d2", ["q0", "q1"], np.stack([_unit(0, 0, 1), _unit(0, 1, 1)]))
+    ps.set_scores("d2", "A", [0.1, 0.6])
+    ps.set_scores("d2", "B", [0.7, 0.6])
+    return ps
+
+
+def test_algorithm1_labels_groups_and_centroids(scores: PilotScores) -> None:
+    assert scores.labels("d1", ["A", "B"]).tolist() == [0, 0, 1, -1]
+    assert scores.labels("d2", ["A", "B"]).tolist() == [1, 0]
+    lib = scores.build()
+    got = {(p.domain, p.expert): (p.size, p.vector) for p in lib.pilots}
+    assert set(got) == {("d1", "A"), ("d1", "B"), ("d2", "A"), ("d2", "B")}
+    size, vec = got[("d1", "A")]
+    assert size == 2
+    np.testing.assert_allclose(vec, (_unit(1, 0, 0) + _unit(1, 1, 0)) / 2, rtol=1e-6)
+    assert got[("d1", "B")][0] == 1 and got[("d2", "B")][0] == 1
+    assert len(lib) <= 2 * 2  # at most T x T pilots
+
+
+def test_mean_rule_differs_from_nearest() -> None:
+    from router.pilots import Pilot
+
+    # A owns one pilot right on the query and one far away; B owns two pilots moderately close.
+    lib = PilotLibrary(
+        [
+            Pilot("A", "d1", 1, _unit(1, 0)),
+            Pilot("A", "d2", 1, _unit(-1, 0.1)),
+            Pilot("B", "d1", 1, _unit(1, 0.6)),
+            Pilot("B", "d2", 1, _unit(1, 0.8)),
+        ]
+    )
+    q = _unit(1, 0)[None, :]
+    assert lib.route(q, "nearest")[0].expert == "A"
+    mean = lib.route(q, "mean")[0]
+    assert mean.expert == "B"
+    np.testing.assert_allclose(mean.scores["A"], (1.0 + float(_unit(-1, 0.1)[0])) / 2, atol=1e-6)
+    assert lib.route(q, "topk", k=1)[0].expert == "A"
+    with pytest.raises(InvalidInput, match="unknown routing rule"):
+        lib.route(q, "vote")
+
+
+def test_removing_an_expert_relabels_without_training(scores: PilotScores, tmp_path: Path) -> None:
+    scores.remove_expert("B")
+    lib = scores.build()
+    assert lib.experts == ["A"]
+    # d1's q2 (formerly B's) now belongs to A since A still found something there.
+    sizes = {(p.domain, p.expert): p.size for p in lib.pilots}
+    assert sizes == {("d1", "A"): 3, ("d2", "A"): 2}
+
+
+def test_adding_an_expert_only_adds_its_column(scores: PilotScores, tmp_path: Path) -> None:
+    before = {d: dict(cols) for d, cols in scores.scores.items()}
+    scores.set_scores("d1", "C", [1.0, 0.0, 0.0, 0.0])
+    scores.set_scores("d2", "C", [0.0, 0.0])
+    for d, cols in before.items():
+        for e, v in cols.items():
+            np.testing.assert_array_equal(scores.scores[d][e], v)
+    lib = scores.build()
+    assert ("d1", "C", 1) in {(p.domain, p.expert, p.size) for p in lib.pilots}
+
+
+def test_persistence_round_trip(scores: PilotScores, tmp_path: Path) -> None:
+    scores.save(tmp_path / "s.npz")
+    again = PilotScores.load(tmp_path / "s.npz")
+    assert again.experts == scores.experts and again.domains == scores.domains
+    lib = scores.build()
+    lib.save(tmp_path / "p.json")
+    lib2 = PilotLibrary.load(tmp_path / "p.json")
+    q = _unit(1, 0.2, 0.1)[None, :]
+    assert lib2.route(q)[0].expert == lib.route(q)[0].expert
+
+
+def test_bad_inputs(scores: PilotScores) -> None:
+    with pytest.raises(InvalidInput, match="expected 4 scores"):
+        scores.set_scores("d1", "A", [1.0])
+    with pytest.raises(InvalidInput, match="at least one expert"):
+        scores.build([])
