@@ -116,7 +116,7 @@ class Bench:
                 mt_dir,
                 name=MULTI_TASK,
                 domain="all",
-                cfg=self._cfg(mode, self.train_budget_s * len(datasets)),
+                cfg=self._cfg(mode, self.train_budget_s * 3),
                 doc_matrices=base_docs,
                 progress=lambda ep, val, loss: self.console.print(f"  {ep}: val nDCG@10 {val:.4f} loss {loss:.3f}"),
             )

@@ -178,6 +178,23 @@ def bench_quality(
         _fail(e)
 
 
+@bench_app.command("platform")
+def bench_platform(
+    data: Annotated[Path, typer.Option(help="One BEIR collection folder.")] = Path("../shared/data/beir/scifact"),
+    collection: Annotated[str, typer.Option()] = "bench-scifact",
+    url: Annotated[str | None, typer.Option()] = None,
+    key: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Through a running platform's HTTP API: ingest a collection, search its test queries, compare with offline."""
+    from benchmarks.platform import run_platform_check
+
+    base, headers = _api(url, key)
+    try:
+        run_platform_check(base, headers["Authorization"].split(" ", 1)[1], data, collection, console)
+    except RRError as e:
+        _fail(e)
+
+
 @app.command()
 def download(
     name: Annotated[str, typer.Argument(help="A BEIR dataset name, e.g. scifact.")],
@@ -196,3 +213,179 @@ def download(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+# ---- the platform ------------------------------------------------------------------------------------------
+def _api(url: str | None, key: str | None) -> tuple[str, dict[str, str]]:
+    s = get_settings()
+    base = (url or s.api_url or f"http://{s.host}:{s.port}").rstrip("/")
+    key = key or s.api_key or s.admin_key
+    if key is None:
+        path = Path(s.data_dir) / "admin.key"
+        if not path.is_file():
+            _fail(RRError(f"no API key: pass --key, set RR_API_KEY, or run `rr serve` once (it writes {path})"))
+        key = path.read_text().strip()
+    return base, {"Authorization": f"Bearer {key}"}
+
+
+def _check(resp: object) -> dict:  # type: ignore[type-arg]
+    import httpx
+
+    assert isinstance(resp, httpx.Response)
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail")
+        except ValueError:
+            detail = resp.text
+        _fail(RRError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {detail}"))
+    return resp.json() if resp.content else {}
+
+
+@app.command()
+def serve(
+    data: Annotated[Path | None, typer.Option(help="Folder of BEIR collections to ingest as collections.")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option(help="Default RR_PORT or 8000.")] = None,
+) -> None:
+    """The embedded platform in one process: API, in-process worker, embedded Qdrant, shipped experts."""
+    import threading
+
+    import uvicorn
+
+    from api.main import create_app
+    from core.runtime import get_runtime
+
+    s = get_settings()
+    host, port = host or s.host, port or s.port
+    rt = get_runtime()
+    key_path = rt.ensure_admin_key()
+    console.print(f"experts: {', '.join(rt.retriever.experts) or 'none'}; store: {s.store_url} ({s.data_dir})")
+    console.print(f"admin key: {key_path or 'RR_ADMIN_KEY'}")
+    console.print(f"API: http://{host}:{port}  docs: http://{host}:{port}/docs  redoc: http://{host}:{port}/redoc")
+    if data is not None:
+        threading.Thread(target=_ingest_folder_in_process, args=(rt, data), daemon=True).start()
+    uvicorn.run(create_app(rt), host=host, port=port, log_level="info")
+
+
+def _ingest_folder_in_process(rt: object, root: Path) -> None:
+    """Queue every BEIR collection under ``root`` into a collection of the admin's (the demo's data)."""
+    from api import service
+    from core.errors import Conflict
+    from ingest.beir import discover, iter_corpus
+    from ingest.pipeline import batched
+    from store.meta import ADMIN
+
+    for folder in discover(root):
+        try:
+            service.create_collection(rt, ADMIN, folder.name)
+        except Conflict:
+            console.print(f"collection {folder.name!r} exists; re-sending its documents updates them in place")
+        docs = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(folder)]
+        for chunk in batched(docs, get_settings().max_batch_documents):
+            service.submit_documents(rt, ADMIN, folder.name, chunk)
+        console.print(f"queued {len(docs)} documents of {folder.name!r}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes (each loads the model once).")] = 1,
+    loglevel: str = "INFO",
+) -> None:
+    """A Celery worker for the ingestion queue (production: RR_BROKER_URL=redis://...)."""
+    from workers.app import celery_app
+
+    pool = "solo" if concurrency == 1 else "prefork"
+    celery_app.worker_main(
+        ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--concurrency={concurrency}", "-Q", "rr"]
+    )
+
+
+def _read_documents(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    import json
+
+    from ingest.beir import iter_corpus
+
+    if path.is_dir():
+        return [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(path)]
+    out = []
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    _fail(RRError(f"{path}:{n}: not valid JSON ({e.msg})"))
+                if "_id" in obj and "id" not in obj:
+                    obj["id"] = obj.pop("_id")
+                out.append(obj)
+    return out
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="A BEIR collection folder, or a .jsonl of {id,title,text,metadata}.")],
+    collection: Annotated[str, typer.Option(help="Target collection (created if missing).")],
+    url: Annotated[str | None, typer.Option()] = None,
+    key: Annotated[str | None, typer.Option()] = None,
+    batch: Annotated[int, typer.Option(help="Documents per request.")] = 500,
+    wait: Annotated[bool, typer.Option(help="Wait until the queue has stored everything.")] = True,
+) -> None:
+    """Send documents through the API's queue, with a progress bar."""
+    import time
+
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    base, headers = _api(url, key)
+    if not source.exists():
+        _fail(RRError(f"{source}: no such file or folder"))
+    docs = _read_documents(source)
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        r = client.get(f"/collections/{collection}")
+        if r.status_code == 404:
+            _check(client.post("/collections", json={"name": collection}))
+        else:
+            _check(r)
+        jobs = []
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as prog:
+            sent = prog.add_task("queued", total=len(docs))
+            for i in range(0, len(docs), batch):
+                chunk = docs[i : i + batch]
+                jobs.append(
+                    _check(client.post(f"/collections/{collection}/documents", json={"documents": chunk}))["job_id"]
+                )
+                prog.advance(sent, len(chunk))
+            if wait:
+                stored = prog.add_task("stored", total=len(docs))
+                while True:
+                    states = [_check(client.get(f"/jobs/{j}")) for j in jobs]
+                    prog.update(stored, completed=sum(s["done"] for s in states))
+                    if all(s["status"] in ("done", "failed") for s in states):
+                        break
+                    time.sleep(1.0)
+                failed = [e for s in states for e in s["errors"]]
+                if failed:
+                    _fail(RRError(f"{len(failed)} batches failed; first: {failed[0]}"))
+    console.print(f"{len(docs)} documents into {collection!r}")
+
+
+@app.command()
+def search(
+    query: str,
+    collection: Annotated[str, typer.Option()],
+    top_k: Annotated[int, typer.Option()] = 10,
+    expert: Annotated[str, typer.Option(help="auto, base or an expert name")] = "auto",
+    url: Annotated[str | None, typer.Option()] = None,
+    key: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Search a collection through the API."""
+    import httpx
+
+    base, headers = _api(url, key)
+    body = {"query": query, "top_k": top_k, "expert": expert}
+    res = _check(httpx.post(f"{base}/collections/{collection}/search", json=body, headers=headers, timeout=60))
+    console.print(f"expert: [bold]{res['route']['expert']}[/]  timings: {res['timings']}")
+    for h in res["results"]:
+        console.print(f"{h['score']:.4f}  {h['id']}  {h['title'][:80]}")

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     broker_url: str = Field("memory://", description="'memory://' runs an in-process worker; redis://... for Celery.")
     result_backend: str | None = None
     admin_key: str | None = None
+    api_url: str | None = Field(None, description="Where `rr ingest`/`rr search` send requests (default host:port).")
+    api_key: str | None = Field(None, description="Key for `rr ingest`/`rr search` (default: the admin key file).")
+    qdrant_api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_batch_documents: int = Field(1000, ge=1)

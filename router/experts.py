@@ -107,7 +107,7 @@ class ExpertRegistry:
             return []
         out = []
         for d in sorted(self.root.iterdir()):
-            if d.is_dir() and (d / MANIFEST).is_file():
+            if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file():
                 out.append(Expert(Manifest.load(d), d))
         return out
 
@@ -132,8 +132,12 @@ class ExpertRegistry:
                 raise Conflict(f"expert {manifest.name!r} exists in {self.root}; remove it first or pass replace")
             shutil.rmtree(dest)
         if dest.resolve() != src.resolve():
+            # Copy beside, then rename: another process listing the registry never sees half an expert.
             self.root.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src, dest)
+            tmp = self.root / f".{manifest.name}.incoming"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            tmp.rename(dest)
         return Expert(manifest, dest)
 
     def remove(self, name: str) -> None:

@@ -12,6 +12,7 @@ centroids that change are recomputed (:meth:`PilotScores.build`).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,9 @@ class PilotScores:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         arrays["meta"] = np.array(json.dumps(meta))
-        np.savez_compressed(p, **arrays)  # type: ignore[arg-type]
+        tmp = p.with_name(f".{p.name}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, p)  # readers in other threads or processes see the old file or the new one, never half
 
     @classmethod
     def load(cls, path: str | Path) -> PilotScores:
@@ -208,7 +211,10 @@ class PilotLibrary:
         return cls(pilots, data.get("experts"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+        p = Path(path)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json()) + "\n")
+        os.replace(tmp, p)
 
     @classmethod
     def load(cls, path: str | Path) -> PilotLibrary:

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): collections, documents, jobs, search, routing, experts, tenants."""

@@ -1,0 +1,56 @@
+"""Dependencies as Annotated aliases, so tests can override them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from core.runtime import Runtime
+from store.meta import ADMIN
+
+bearer = HTTPBearer(auto_error=False, description="An API key: the admin key, or a tenant's key.")
+
+
+def get_rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_rt)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant == ADMIN
+
+
+def get_principal(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing 'Authorization: Bearer <api key>' header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tenant = rt.meta.tenant_for_key(creds.credentials)
+    if tenant is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(tenant)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(p: PrincipalDep) -> Principal:
+    if not p.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin key")
+    return p
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,53 @@
+"""The FastAPI app: routes, and the one place core errors become HTTP statuses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import collections, experts, health, jobs, tenants
+from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound, RRError, StoreError
+from core.runtime import Runtime, get_runtime, set_runtime
+
+STATUS = [(InvalidInput, 400), (NotFound, 404), (Conflict, 409), (IncompatibleExpert, 409), (StoreError, 503)]
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if runtime is None:
+            app.state.runtime.close()
+
+    app = FastAPI(
+        title="RouterRetriever search",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Routed LoRA experts over a frozen encoder, on Qdrant. Every request except /health "
+        "carries `Authorization: Bearer <api key>`.",
+    )
+    app.state.runtime = runtime or get_runtime()
+    set_runtime(app.state.runtime)  # tasks run by the in-process worker use this process's runtime
+
+    @app.exception_handler(RRError)
+    async def rr_error(request: Request, exc: RRError) -> JSONResponse:
+        code = next((c for t, c in STATUS if isinstance(exc, t)), 500)
+        body: dict[str, object] = {"detail": str(exc)}
+        if isinstance(exc, InvalidInput) and exc.field:
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        fields = [".".join(str(x) for x in e.get("loc", ()) if x != "body") for e in errs]
+        msg = "; ".join(f"{f}: {e.get('msg')}" for f, e in zip(fields, errs, strict=True))
+        return JSONResponse({"detail": msg, "field": fields[0] if fields else None}, status_code=422)
+
+    for r in (health.router, collections.router, jobs.router, experts.router, tenants.router):
+        app.include_router(r)
+    return app

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import PrincipalDep, RuntimeDep
+from api.schemas import JobOut
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get(job_id: str, rt: RuntimeDep, p: PrincipalDep) -> dict[str, Any]:
+    """A tenant sees only its own jobs (another tenant's is a 404, as if it did not exist)."""
+    return asdict(rt.meta.get_job(job_id, None if p.is_admin else p.tenant))

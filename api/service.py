@@ -1,0 +1,229 @@
+"""The platform's operations as plain functions over a Runtime. They raise core errors; the routes map them to HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import Conflict, InvalidInput, NotFound
+from ingest.pipeline import batched, validate_documents
+from router.encoders import BASE
+from store.meta import ADMIN, CollectionInfo, physical_name
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,59}$")
+BATCH = 64
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"{kind} name {name!r} is invalid: 1-60 of a-z, 0-9, '-', '_', starting alphanumeric", field="name"
+        )
+    return name
+
+
+# ---- tenants -----------------------------------------------------------------------------------------------
+def create_tenant(rt: Any, name: str) -> str:
+    check_name("tenant", name)
+    if name == ADMIN:
+        raise InvalidInput(f"{ADMIN!r} is reserved", field="name")
+    return str(rt.meta.create_tenant(name))
+
+
+# ---- collections -------------------------------------------------------------------------------------------
+def create_collection(rt: Any, tenant: str, name: str, expert: str | None = None) -> CollectionInfo:
+    check_name("collection", name)
+    rt.retriever.refresh()
+    if expert is not None and expert != BASE:
+        rt.retriever.vector_for(expert)  # NotFound for an unknown expert
+    physical = physical_name(tenant, name)
+    if rt.store.collection_exists(physical):
+        raise Conflict(f"collection {name!r} exists")
+    info = rt.meta.add_collection(
+        tenant, name, expert, {e: "done" for e in rt.retriever.document_encoders if e != BASE}
+    )
+    rt.store.create_collection(physical, {e: rt.retriever.encoder.dim for e in rt.retriever.document_encoders})
+    return info
+
+
+def describe_collection(rt: Any, info: CollectionInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "tenant": info.tenant,
+        "expert": info.pinned_expert,
+        "documents": rt.store.count(info.physical),
+        "vectors": sorted(rt.store.vector_names(info.physical)),
+        "backfill": info.backfill,
+        "created_at": info.created_at,
+    }
+
+
+def delete_collection(rt: Any, tenant: str, name: str) -> None:
+    info = rt.meta.get_collection(tenant, name)
+    if rt.store.collection_exists(info.physical):
+        rt.store.delete_collection(info.physical)
+    rt.meta.remove_collection(tenant, name)
+
+
+# ---- documents ---------------------------------------------------------------------------------------------
+def submit_documents(rt: Any, tenant: str, name: str, documents: Any) -> str:
+    """Validate the whole request, then queue it in batches; returns the job id. Nothing is queued on a bad input."""
+    rt.meta.get_collection(tenant, name)
+    docs = validate_documents(documents, rt.settings.max_batch_documents)
+    raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in docs]
+    batches = list(batched(raw, BATCH))
+    job_id = str(rt.meta.create_job(tenant, name, [len(b) for b in batches]))
+    for i, b in enumerate(batches):
+        rt.queue.submit("ingest_batch", job_id=job_id, batch=i, tenant=tenant, collection=name, documents=b)
+    return job_id
+
+
+# ---- search ------------------------------------------------------------------------------------------------
+def _check_query(rt: Any, query: Any) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must be a non-empty string", field="query")
+    if len(query) > rt.settings.max_query_chars:
+        raise InvalidInput(f"query is longer than {rt.settings.max_query_chars} characters", field="query")
+    return query
+
+
+def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if flt is None:
+        return out
+    if not isinstance(flt, Mapping):
+        raise InvalidInput("filter must be an object of metadata key -> value (or list of values)", field="filter")
+    for k, v in flt.items():
+        if not isinstance(k, str) or not re.match(r"^[A-Za-z0-9_\-]{1,64}$", k):
+            raise InvalidInput(f"filter key {k!r} is invalid: letters, digits, '_' or '-'", field="filter")
+        values = v if isinstance(v, list) else [v]
+        if not values or not all(isinstance(x, str | int | bool) for x in values):
+            raise InvalidInput(
+                f"filter value for {k!r} must be a string, integer, boolean or a list of them", field="filter"
+            )
+        out[f"metadata.{k}"] = v
+    return out
+
+
+def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
+    """Experts a query on this collection may go to: query-side ones, and document-side ones whose backfill is done."""
+    r = rt.retriever
+    return [e for e in r.experts if r.vector_for(e) == BASE or info.backfill.get(e) == "done"]
+
+
+def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, Any]:
+    _check_query(rt, query)
+    rt.retriever.refresh()
+    allowed = routable_experts(rt, info) if info is not None else None
+    r = rt.retriever.route(query, allowed)
+    return {"expert": r.expert, "scores": r.scores, "timings": r.timings}
+
+
+def search(
+    rt: Any,
+    tenant: str,
+    name: str,
+    query: Any,
+    top_k: int = 10,
+    flt: Mapping[str, Any] | None = None,
+    expert: str = "auto",
+    explain: bool = False,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    info = rt.meta.get_collection(tenant, name)
+    _check_query(rt, query)
+    if not isinstance(top_k, int) or not 1 <= top_k <= rt.settings.max_top_k:
+        raise InvalidInput(f"top_k must be between 1 and {rt.settings.max_top_k}", field="top_k")
+    store_filter = _store_filter(flt)
+    r = rt.retriever
+    r.refresh()
+    timings: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    if expert == "auto":
+        if info.pinned_expert:
+            chosen = info.pinned_expert
+        else:
+            decision = r.route(query, routable_experts(rt, info))
+            chosen, scores = decision.expert, decision.scores
+            timings.update(decision.timings)
+    elif expert == BASE:
+        chosen = BASE
+    else:
+        if expert not in r.experts:
+            raise NotFound(f"unknown expert {expert!r} (have: {', '.join(r.experts) or 'none'}; or 'auto', 'base')")
+        if expert not in routable_experts(rt, info):
+            raise Conflict(f"expert {expert!r} is still being backfilled on collection {name!r}; try again later")
+        chosen = expert
+    t1 = time.perf_counter()
+    qvec = r.encode_query(query, chosen)
+    t2 = time.perf_counter()
+    hits = rt.store.search(info.physical, r.vector_for(chosen), qvec, top_k, filter=store_filter or None)
+    t3 = time.perf_counter()
+    timings.update({"expert_pass_ms": (t2 - t1) * 1000, "search_ms": (t3 - t2) * 1000, "total_ms": (t3 - t0) * 1000})
+    results = [
+        {
+            "id": h.doc_id,
+            "score": h.score,
+            "title": h.payload.get("title", ""),
+            "metadata": h.payload.get("metadata", {}),
+        }
+        | ({"text": h.payload.get("text", "")} if explain else {})
+        for h in hits
+    ]
+    return {
+        "results": results,
+        "route": {"expert": chosen, "scores": scores, "vector": r.vector_for(chosen)},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+# ---- experts -----------------------------------------------------------------------------------------------
+def list_experts(rt: Any) -> list[dict[str, Any]]:
+    r = rt.retriever
+    r.refresh()
+    pilots: dict[str, int] = {}
+    if r.library is not None:
+        for p in r.library.pilots:
+            pilots[p.expert] = pilots.get(p.expert, 0) + 1
+    return [
+        {
+            "name": n,
+            "domain": e.manifest.domain,
+            "sides": e.manifest.sides,
+            "pilots": pilots.get(n, 0),
+            "scores": e.manifest.scores,
+        }
+        for n, e in sorted(r.manifests.items())
+    ]
+
+
+def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, Any]:
+    """Add an expert: no training. Its pilot scores are computed in the queue when ``data`` names BEIR collections;
+    document-side experts are backfilled into every collection, and are routed to per collection once done there."""
+    src = Path(path)
+    if not src.is_dir():
+        raise InvalidInput(f"path {path!r} is not a directory on the server", field="path")
+    if data is not None and not Path(data).is_dir():
+        raise InvalidInput(f"data {data!r} is not a directory on the server", field="data")
+    expert = rt.retriever.register(src)
+    if data is not None:
+        rt.queue.submit("score_expert", expert=expert.name, data=data)
+    if expert.manifest.encodes_documents:
+        for info in rt.meta.list_collections():
+            rt.meta.set_backfill(info.tenant, info.name, expert.name, "pending")
+            rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=expert.name)
+    return {"name": expert.name, "sides": expert.manifest.sides, "domain": expert.manifest.domain}
+
+
+def remove_expert(rt: Any, name: str) -> None:
+    """Out of routing at once; its named vectors are dropped afterwards by the queue."""
+    r = rt.retriever
+    encodes_docs = name in r.manifests and r.manifests[name].manifest.encodes_documents
+    r.unregister(name)
+    if encodes_docs:
+        for info in rt.meta.list_collections():
+            rt.meta.set_backfill(info.tenant, info.name, name, "dropping")
+            rt.queue.submit("drop_vector", tenant=info.tenant, collection=info.name, expert=name)

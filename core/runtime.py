@@ -1,0 +1,107 @@
+"""One process's wiring: settings -> store, metadata, retriever, queue. Shared by the API and the workers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, store: Any = None, retriever: Any = None, queue: Any = None) -> None:
+        self.settings = settings
+        self._store = store
+        self._retriever = retriever
+        self._queue = queue
+        self._lock = threading.RLock()
+
+    @property
+    def store(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from store import open_store
+
+                Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
+                self._store = open_store(self.settings.store_url, Path(self.settings.data_dir))
+            return self._store
+
+    @cached_property
+    def meta(self) -> Any:
+        from store.meta import MetaStore
+
+        return MetaStore(self.store)
+
+    @property
+    def retriever(self) -> Any:
+        with self._lock:
+            if self._retriever is None:
+                from router.serving import Retriever
+                from router.workbench import make_encoder, registry_for
+
+                self._retriever = Retriever(
+                    make_encoder(self.settings), registry_for(self.settings, "query"), self.store
+                )
+            return self._retriever
+
+    @property
+    def queue(self) -> Any:
+        with self._lock:
+            if self._queue is None:
+                from workers.queue import make_queue
+
+                self._queue = make_queue(self.settings, self)
+            return self._queue
+
+    def ensure_admin_key(self) -> str | None:
+        """RR_ADMIN_KEY wins; else the embedded default makes one on first start and stores it in the data dir.
+
+        Returns the path of the key file when one was generated or exists, for the start-up message.
+        """
+        from store.meta import ADMIN
+
+        if self.settings.admin_key:
+            if self.meta.tenant_for_key(self.settings.admin_key) != ADMIN:
+                self.meta.create_key(ADMIN, self.settings.admin_key)
+            return None
+        path = Path(self.settings.data_dir) / "admin.key"
+        if path.is_file():
+            key = path.read_text().strip()
+            if self.meta.tenant_for_key(key) != ADMIN:
+                self.meta.create_key(ADMIN, key)
+            return str(path)
+        key = self.meta.create_key(ADMIN, f"rr_admin_{secrets.token_urlsafe(24)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return str(path)
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+        if self._store is not None:
+            self._store.close()
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    global _runtime
+    with _runtime_lock:
+        _runtime = rt

@@ -1,0 +1,126 @@
+"""From raw documents to stored points: validation, batching, and encoding with every document encoder.
+
+These are the plain functions the Celery tasks call; they are tested directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from core.errors import InvalidInput
+from ingest.beir import Document
+
+MAX_ID_CHARS = 512
+MAX_TEXT_CHARS = 200_000
+
+
+def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list[Document]:
+    """Check every document before anything is queued, so a bad batch is rejected whole and nothing half-lands.
+
+    Errors name the position and the field: ``documents[3].text: ...``.
+    """
+    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
+        raise InvalidInput("documents must be a list", field="documents")
+    if not raw:
+        raise InvalidInput("documents must not be empty", field="documents")
+    if len(raw) > max_batch:
+        raise InvalidInput(
+            f"at most {max_batch} documents per request, got {len(raw)}; split the batch", field="documents"
+        )
+    out: list[Document] = []
+    seen: set[str] = set()
+    for i, d in enumerate(raw):
+        where = f"documents[{i}]"
+        if not isinstance(d, Mapping):
+            raise InvalidInput(f"{where} must be an object", field=where)
+        doc_id = d.get("id")
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            doc_id = str(doc_id)
+        if not isinstance(doc_id, str) or not doc_id.strip():
+            raise InvalidInput(f"{where}.id is required (a non-empty string)", field=f"{where}.id")
+        if len(doc_id) > MAX_ID_CHARS:
+            raise InvalidInput(f"{where}.id is longer than {MAX_ID_CHARS} characters", field=f"{where}.id")
+        if doc_id in seen:
+            raise InvalidInput(f"{where}.id {doc_id!r} appears twice in this batch", field=f"{where}.id")
+        seen.add(doc_id)
+        title = d.get("title") or ""
+        text = d.get("text")
+        if not isinstance(title, str):
+            raise InvalidInput(f"{where}.title must be a string", field=f"{where}.title")
+        if not isinstance(text, str) or not (text.strip() or title.strip()):
+            raise InvalidInput(f"{where}.text is required (a non-empty string)", field=f"{where}.text")
+        if len(text) + len(title) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"{where}.text is longer than {MAX_TEXT_CHARS} characters", field=f"{where}.text")
+        meta = d.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise InvalidInput(f"{where}.metadata must be an object", field=f"{where}.metadata")
+        out.append(Document(doc_id, title.strip(), text.strip(), dict(meta)))
+    return out
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def document_payload(doc: Document, tenant: str) -> dict[str, Any]:
+    return {
+        "doc_id": doc.id,
+        "title": doc.title,
+        "text": doc.text,
+        "metadata": doc.metadata,
+        "tenant": tenant,
+        "ingested_at": time.time(),
+    }
+
+
+def index_documents(
+    retriever: Any,
+    store: Any,
+    physical: str,
+    tenant: str,
+    docs: Sequence[Document],
+    encoders: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Encode a batch with every document encoder and upsert the named vectors; returns seconds per encoder.
+
+    Point ids derive from (collection, document id), so sending a document again overwrites it: idempotent.
+    """
+    from store.base import PointIn
+
+    texts = [d.full_text for d in docs]
+    names = list(encoders) if encoders is not None else retriever.document_encoders
+    timings: dict[str, float] = {}
+    vectors: dict[str, Any] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        vectors[name] = retriever.encode_documents(texts, [name])[name]
+        timings[name] = time.perf_counter() - t0
+    points = [PointIn(d.id, {n: vectors[n][i] for n in names}, document_payload(d, tenant)) for i, d in enumerate(docs)]
+    store.upsert(physical, points)
+    return timings
+
+
+def backfill_vector(retriever: Any, store: Any, physical: str, expert: str, batch_size: int = 64) -> int:
+    """Encode every stored document of a collection into a newly added named vector; returns how many."""
+    offset: str | None = None
+    n = 0
+    while True:
+        points, offset = store.scroll(physical, batch_size, offset)
+        if points:
+            texts = [
+                Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")).full_text for p in points
+            ]
+            vecs = retriever.encode_documents(texts, [expert])[expert]
+            store.update_vectors(physical, {p.doc_id: {expert: vecs[i]} for i, p in enumerate(points)})
+            n += len(points)
+        if offset is None:
+            return n

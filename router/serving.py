@@ -1,0 +1,213 @@
+"""The router at serving time: experts loaded from the registry, the pilot library in its own store collection.
+
+A query takes two encoder passes, as in the paper: the base pass finds the expert (a search over the pilot collection,
+averaged per expert), the expert pass makes the vector that searches that expert's named vector. Documents are encoded
+by every *document encoder*: the base model, plus each expert trained on the document side.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InvalidInput, NotFound
+from router.encoders import BASE, TextEncoder
+from router.experts import Expert, ExpertRegistry
+from router.pilots import PilotLibrary, PilotScores
+from store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+PILOT_COLLECTION = "_rr_pilots"
+PILOTS_FILE = "pilots.json"
+SCORES_FILE = "pilot_scores.npz"
+
+
+@dataclass
+class Route:
+    expert: str
+    scores: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    """Encoder + experts + pilots; thread-safe; knows nothing of collections or tenants."""
+
+    def __init__(self, encoder: TextEncoder, registry: ExpertRegistry, store: VectorStore | None = None) -> None:
+        self.encoder = encoder
+        self.registry = registry
+        self.store = store  # a store.VectorStore holding the pilot collection
+        self._lock = threading.RLock()
+        self.manifests: dict[str, Expert] = {}
+        for expert in registry.all():
+            self._load(expert)
+        self.library: PilotLibrary | None = None
+        self._pilots_mtime = 0.0
+        self._load_library()
+        if self.store is not None:
+            self.sync_pilot_collection()
+
+    def _load_library(self) -> None:
+        pilots = self.registry.root / PILOTS_FILE
+        if pilots.is_file():
+            self.library = PilotLibrary.load(pilots)
+            self._pilots_mtime = pilots.stat().st_mtime
+
+    def refresh(self) -> bool:
+        """Pick up experts and pilots another process registered or removed (the registry is on a shared volume).
+
+        Cheap: a directory listing and one stat. Returns whether anything changed.
+        """
+        with self._lock:
+            on_disk = {e.name: e for e in self.registry.all()}
+            pilots = self.registry.root / PILOTS_FILE
+            mtime = pilots.stat().st_mtime if pilots.is_file() else 0.0
+            if set(on_disk) == set(self.manifests) and mtime == self._pilots_mtime:
+                return False
+            for name in set(self.manifests) - set(on_disk):
+                del self.manifests[name]
+                self.encoder.remove_expert(name)
+            for name in set(on_disk) - set(self.manifests):
+                self._load(on_disk[name])
+            self._load_library()
+            return True
+
+    def _load(self, expert: Expert) -> None:
+        self.encoder.add_expert(expert.name, expert.path, expert.manifest.base_fingerprint)
+        self.manifests[expert.name] = expert
+
+    # ---- experts ------------------------------------------------------------------------------------------
+    @property
+    def experts(self) -> list[str]:
+        return sorted(self.manifests)
+
+    @property
+    def document_encoders(self) -> list[str]:
+        """Named vectors every collection carries: 'base', plus each expert that encodes documents."""
+        return [BASE, *(n for n, e in sorted(self.manifests.items()) if e.manifest.encodes_documents)]
+
+    def vector_for(self, expert: str) -> str:
+        """The named vector a query routed to ``expert`` searches."""
+        if expert == BASE:
+            return BASE
+        if expert not in self.manifests:
+            raise NotFound(f"unknown expert {expert!r} (have: {', '.join(self.experts) or 'none'})")
+        return expert if self.manifests[expert].manifest.encodes_documents else BASE
+
+    def register(self, source: str | Path, pilot_scores: PilotScores | None = None) -> Expert:
+        """Add an expert and rebuild the pilots from its score column (no gradient training)."""
+        with self._lock:
+            expert = self.registry.add(source)
+            try:
+                self._load(expert)
+            except Exception:
+                self.registry.remove(expert.name)
+                raise
+            self.rebuild_pilots(pilot_scores)
+            return expert
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            if name not in self.manifests:
+                raise NotFound(f"unknown expert {name!r} (have: {', '.join(self.experts) or 'none'})")
+            del self.manifests[name]
+            self.encoder.remove_expert(name)
+            self.registry.remove(name)
+            scores_path = self.registry.root / SCORES_FILE
+            if scores_path.is_file():
+                ps = PilotScores.load(scores_path)
+                ps.remove_expert(name)
+                ps.save(scores_path)
+            self.rebuild_pilots()
+
+    def rebuild_pilots(self, scores: PilotScores | None = None) -> None:
+        with self._lock:
+            self._rebuild_pilots(scores)
+
+    def _rebuild_pilots(self, scores: PilotScores | None) -> None:
+        scores_path = self.registry.root / SCORES_FILE
+        if scores is None and scores_path.is_file():
+            scores = PilotScores.load(scores_path)
+        if scores is None:
+            return
+        scores.save(scores_path)
+        names = [n for n in self.experts if n in scores.experts]
+        self.library = scores.build(names) if names else None
+        if self.library is not None:
+            self.library.save(self.registry.root / PILOTS_FILE)
+            self._pilots_mtime = (self.registry.root / PILOTS_FILE).stat().st_mtime
+        self.sync_pilot_collection()
+
+    def sync_pilot_collection(self) -> None:
+        """Mirror the pilot library into its store collection: one point per pilot (id expert:domain).
+
+        Never drops the collection: concurrent routing keeps working. New pilots are written first, stale ones
+        deleted after; routing filters on the current experts, so a stale pilot of a removed expert is never used.
+        """
+        from store.base import PointIn
+
+        store = self.store
+        if store is None:
+            return
+        with self._lock:
+            if not store.collection_exists(PILOT_COLLECTION):
+                store.create_collection(PILOT_COLLECTION, {BASE: self.encoder.dim})
+            pilots = self.library.pilots if self.library is not None else []
+            want = {
+                f"{p.expert}:{p.domain}": PointIn(
+                    f"{p.expert}:{p.domain}", {BASE: p.vector}, {"expert": p.expert, "domain": p.domain, "size": p.size}
+                )
+                for p in pilots
+            }
+            stored: set[str] = set()
+            offset: str | None = None
+            while True:
+                points, offset = store.scroll(PILOT_COLLECTION, 256, offset)
+                stored.update(p.doc_id for p in points)
+                if offset is None:
+                    break
+            if want:
+                store.upsert(PILOT_COLLECTION, list(want.values()))
+            stale = sorted(stored - set(want))
+            if stale:
+                store.delete(PILOT_COLLECTION, stale)
+
+    # ---- encoding and routing -------------------------------------------------------------------------------
+    def encode_documents(self, texts: Sequence[str], encoders: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(encoders) if encoders is not None else self.document_encoders
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            out[name] = self.encoder.encode(texts, None if name == BASE else name, "document")
+        return out
+
+    def encode_query(self, query: str, expert: str) -> np.ndarray:
+        if not query.strip():
+            raise InvalidInput("query must not be empty", field="query")
+        return self.encoder.encode([query], None if expert == BASE else expert, "query")[0]
+
+    def route(self, query: str, allowed: Sequence[str] | None = None) -> Route:
+        """The paper's rule on the pilot collection: similarity to every pilot, mean per expert, highest wins."""
+        t0 = time.perf_counter()
+        base_vec = self.encode_query(query, BASE)
+        t1 = time.perf_counter()
+        candidates = [e for e in (allowed if allowed is not None else self.experts) if e in self.manifests]
+        if self.store is None or self.library is None or not candidates:
+            return Route(BASE, {}, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": 0.0})
+        hits = self.store.search(
+            PILOT_COLLECTION, BASE, base_vec, limit=max(1, len(self.library)), filter={"expert": candidates}
+        )
+        sums: dict[str, list[float]] = {}
+        for h in hits:
+            sums.setdefault(h.payload["expert"], []).append(h.score)
+        scores = {e: float(np.mean(v)) for e, v in sums.items()}
+        t2 = time.perf_counter()
+        if not scores:
+            return Route(BASE, {}, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000})
+        best = max(sorted(scores), key=lambda e: scores[e])  # ties: first by name, as offline
+        return Route(best, scores, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000})

@@ -1,0 +1,34 @@
+"""Vector storage: one ``VectorStore`` interface, an embedded engine (qdrant-edge) and a server engine (Qdrant).
+
+``open_store`` picks the engine from the one URL setting (``RR_STORE_URL``); nothing falls back to another engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import InvalidInput
+
+from .base import Hit, PointIn, StoredPoint, VectorStore, point_id
+from .edge import EdgeStore
+from .server import QdrantServerStore
+
+__all__ = ["EdgeStore", "Hit", "PointIn", "QdrantServerStore", "StoredPoint", "VectorStore", "open_store", "point_id"]
+
+
+def open_store(url: str, data_dir: Path, api_key: str | None = None) -> VectorStore:
+    """The store the settings name: ``'embedded'`` keeps qdrant-edge shards under ``data_dir/qdrant-edge``,
+    ``':memory:'`` is qdrant-client's throwaway local mode, ``http(s)://...`` a Qdrant server (``api_key`` if it
+    needs one; the caller reads it from the settings).
+    """
+    if url == "embedded":
+        return EdgeStore(Path(data_dir) / "qdrant-edge")
+    from qdrant_client import QdrantClient
+
+    if url == ":memory:":
+        return QdrantServerStore(QdrantClient(":memory:"))
+    if url.startswith(("http://", "https://")):
+        return QdrantServerStore(QdrantClient(url=url, api_key=api_key))
+    raise InvalidInput(
+        f"RR_STORE_URL must be 'embedded', ':memory:' or an http(s):// URL, got {url!r}", field="store_url"
+    )

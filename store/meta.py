@@ -1,0 +1,238 @@
+"""Platform metadata (tenants, API keys, collections, jobs) kept as payload-only points in the vector store.
+
+Keeping it in the store means one implementation for both engines: the embedded default persists it beside the
+vectors, and in production every API and worker process sees the same records on the Qdrant server. Job progress is
+written as one record per batch (no read-modify-write), so concurrent workers never lose an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import Conflict, InvalidInput, NotFound
+
+META = "_rr_meta"
+ADMIN = "admin"
+_VEC = "v"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass
+class CollectionInfo:
+    tenant: str
+    name: str
+    pinned_expert: str | None
+    created_at: float
+    backfill: dict[str, str] = field(default_factory=dict)  # expert -> pending | running | done | failed
+
+    @property
+    def physical(self) -> str:
+        return physical_name(self.tenant, self.name)
+
+
+def physical_name(tenant: str, name: str) -> str:
+    return f"t_{tenant}__{name}"
+
+
+@dataclass
+class JobInfo:
+    job_id: str
+    tenant: str
+    collection: str
+    status: str
+    done: int
+    total: int
+    errors: list[dict[str, Any]]
+    created_at: float
+
+
+class MetaStore:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        if not store.collection_exists(META):
+            with contextlib.suppress(Conflict):  # another process created it first
+                store.create_collection(META, {_VEC: 1})
+
+    # ---- generic records ---------------------------------------------------------------------------------
+    def _put(self, key: str, payload: dict[str, Any]) -> None:
+        from store.base import PointIn
+
+        self.store.upsert(META, [PointIn(key, {_VEC: [1.0]}, payload)])
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        found = self.store.retrieve(META, [key])
+        return found[0].payload if found else None
+
+    def _scan(self, **match: Any) -> Iterator[dict[str, Any]]:
+        offset: str | None = None
+        while True:
+            points, offset = self.store.scroll(META, 256, offset, filter=match)
+            for p in points:
+                yield p.payload
+            if offset is None:
+                return
+
+    def _delete(self, *keys: str) -> None:
+        self.store.delete(META, list(keys))
+
+    # ---- tenants and keys --------------------------------------------------------------------------------
+    def create_tenant(self, tenant: str) -> str:
+        """Create a tenant and return its first API key (shown once; only its hash is kept)."""
+        if self._get(f"tenant:{tenant}") is not None:
+            raise Conflict(f"tenant {tenant!r} exists")
+        self._put(f"tenant:{tenant}", {"kind": "tenant", "tenant": tenant, "created_at": time.time()})
+        return self.create_key(tenant)
+
+    def list_tenants(self) -> list[str]:
+        return sorted(r["tenant"] for r in self._scan(kind="tenant"))
+
+    def create_key(self, tenant: str, key: str | None = None) -> str:
+        if tenant != ADMIN and self._get(f"tenant:{tenant}") is None:
+            raise NotFound(f"no tenant {tenant!r}")
+        key = key or f"rr_{secrets.token_urlsafe(24)}"
+        h = hash_key(key)
+        self._put(f"key:{h}", {"kind": "key", "key_hash": h, "tenant": tenant, "created_at": time.time()})
+        return key
+
+    def tenant_for_key(self, key: str) -> str | None:
+        rec = self._get(f"key:{hash_key(key)}")
+        return rec["tenant"] if rec else None
+
+    def has_admin_key(self) -> bool:
+        return any(True for _ in self._scan(kind="key", tenant=ADMIN))
+
+    # ---- collections ---------------------------------------------------------------------------------------
+    def _coll_key(self, tenant: str, name: str) -> str:
+        return f"collection:{tenant}/{name}"
+
+    def add_collection(
+        self, tenant: str, name: str, pinned_expert: str | None, backfill: dict[str, str]
+    ) -> CollectionInfo:
+        if self._get(self._coll_key(tenant, name)) is not None:
+            raise Conflict(f"collection {name!r} exists")
+        info = CollectionInfo(tenant, name, pinned_expert, time.time(), dict(backfill))
+        self.save_collection(info)
+        return info
+
+    def save_collection(self, info: CollectionInfo) -> None:
+        self._put(
+            self._coll_key(info.tenant, info.name),
+            {
+                "kind": "collection",
+                "tenant": info.tenant,
+                "name": info.name,
+                "pinned_expert": info.pinned_expert,
+                "created_at": info.created_at,
+                "backfill": info.backfill,
+            },
+        )
+
+    @staticmethod
+    def _to_info(r: dict[str, Any]) -> CollectionInfo:
+        return CollectionInfo(
+            r["tenant"], r["name"], r.get("pinned_expert"), r["created_at"], dict(r.get("backfill") or {})
+        )
+
+    def get_collection(self, tenant: str, name: str) -> CollectionInfo:
+        r = self._get(self._coll_key(tenant, name))
+        if r is None:
+            raise NotFound(f"no collection {name!r}")
+        return self._to_info(r)
+
+    def list_collections(self, tenant: str | None = None) -> list[CollectionInfo]:
+        match: dict[str, Any] = {"kind": "collection"}
+        if tenant is not None:
+            match["tenant"] = tenant
+        return sorted((self._to_info(r) for r in self._scan(**match)), key=lambda c: (c.tenant, c.name))
+
+    def remove_collection(self, tenant: str, name: str) -> None:
+        self._delete(self._coll_key(tenant, name))
+
+    def set_backfill(self, tenant: str, name: str, expert: str, state: str | None) -> None:
+        info = self.get_collection(tenant, name)
+        if state is None:
+            info.backfill.pop(expert, None)
+        else:
+            info.backfill[expert] = state
+        self.save_collection(info)
+
+    # ---- jobs ------------------------------------------------------------------------------------------------
+    def create_job(self, tenant: str, collection: str, batch_sizes: list[int]) -> str:
+        if not batch_sizes:
+            raise InvalidInput("a job needs at least one document", field="documents")
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        self._put(
+            f"job:{job_id}",
+            {
+                "kind": "job",
+                "job_id": job_id,
+                "tenant": tenant,
+                "collection": collection,
+                "total": sum(batch_sizes),
+                "batches": len(batch_sizes),
+                "created_at": now,
+            },
+        )
+        for i, n in enumerate(batch_sizes):
+            self.set_batch(job_id, i, "queued", 0, n, [])
+        return job_id
+
+    def set_batch(
+        self, job_id: str, batch: int, status: str, done: int, total: int, errors: list[dict[str, Any]]
+    ) -> None:
+        self._put(
+            f"batch:{job_id}/{batch}",
+            {
+                "kind": "batch",
+                "job_id": job_id,
+                "batch": batch,
+                "status": status,
+                "done": done,
+                "total": total,
+                "errors": errors,
+                "at": time.time(),
+            },
+        )
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> JobInfo:
+        job = self._get(f"job:{job_id}")
+        if job is None or (tenant is not None and job["tenant"] != tenant):
+            raise NotFound(f"no job {job_id!r}")
+        batches = list(self._scan(kind="batch", job_id=job_id))
+        states = {b["status"] for b in batches}
+        if states <= {"queued"}:
+            status = "queued"
+        elif "running" in states or "queued" in states or "retrying" in states:
+            status = "running"
+        elif "failed" in states:
+            status = "failed"
+        else:
+            status = "done"
+        errors = [e for b in sorted(batches, key=lambda b: b["batch"]) for e in b.get("errors", [])]
+        return JobInfo(
+            job_id,
+            job["tenant"],
+            job["collection"],
+            status,
+            sum(b["done"] for b in batches),
+            job["total"],
+            errors,
+            job["created_at"],
+        )
+
+    def list_jobs(self, tenant: str | None = None) -> list[JobInfo]:
+        match: dict[str, Any] = {"kind": "job"}
+        if tenant is not None:
+            match["tenant"] = tenant
+        return [self.get_job(r["job_id"]) for r in sorted(self._scan(**match), key=lambda r: -r["created_at"])]

@@ -1,0 +1,207 @@
+"""The platform end to end over HTTP (FastAPI TestClient), on the embedded store and the in-process worker."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.runtime import Runtime
+from router.serving import PILOTS_FILE, SCORES_FILE
+from tests.platform_fixtures import build_pilot_scores, make_settings, train_tiny_expert
+
+
+@pytest.fixture(scope="module")
+def experts(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("tiny-experts")
+    return {
+        "bio": train_tiny_expert(tiny_model, beir_root, "bio", "query", out / "bio"),
+        "aero": train_tiny_expert(tiny_model, beir_root, "aero", "query+document", out / "aero"),
+    }
+
+
+@pytest.fixture
+def platform(
+    tiny_model: Path, beir_root: Path, experts: dict[str, Path], tmp_path: Path
+) -> Iterator[tuple[TestClient, Runtime]]:
+    """A fresh platform with only the 'bio' expert registered (aero is added by the lifecycle test)."""
+    settings = make_settings(tiny_model, tmp_path)
+    reg = Path(settings.experts_dir) / "query"
+    reg.mkdir(parents=True)
+    shutil.copytree(experts["bio"], reg / "bio")
+    ps = build_pilot_scores(tiny_model, beir_root, {"bio": experts["bio"]})
+    ps.save(reg / SCORES_FILE)
+    ps.build(["bio"]).save(reg / PILOTS_FILE)
+    rt = Runtime(settings)
+    rt.ensure_admin_key()
+    client = TestClient(create_app(rt))
+    yield client, rt
+    rt.close()
+
+
+def admin(rt: Runtime) -> dict[str, str]:
+    key = (Path(rt.settings.data_dir) / "admin.key").read_text().strip()
+    return {"Authorization": f"Bearer {key}"}
+
+
+def tenant(client: TestClient, rt: Runtime, name: str) -> dict[str, str]:
+    r = client.post("/tenants", json={"name": name}, headers=admin(rt))
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['api_key']}"}
+
+
+DOCS: list[dict[str, Any]] = [
+    {"id": "b1", "title": "protein gene", "text": "the protein binds the gene in the cell", "metadata": {"lang": "en"}},
+    {
+        "id": "b2",
+        "title": "cancer drug",
+        "text": "a drug dose for cancer patient in a trial",
+        "metadata": {"lang": "de"},
+    },
+    {"id": "a1", "title": "wing flow", "text": "flow over the wing at supersonic mach", "metadata": {"lang": "en"}},
+    {"id": "a2", "title": "shock layer", "text": "shock and boundary layer on a plate"},
+]
+
+
+def ingest(client: TestClient, rt: Runtime, h: dict[str, str], coll: str, docs: list[dict]) -> dict:  # type: ignore[type-arg]
+    r = client.post(f"/collections/{coll}/documents", json={"documents": docs}, headers=h)
+    assert r.status_code == 202, r.text
+    assert rt.queue.join(60)
+    job = client.get(f"/jobs/{r.json()['job_id']}", headers=h).json()
+    return job  # type: ignore[no-any-return]
+
+
+def test_health_and_auth(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/collections").status_code == 401
+    assert client.get("/collections", headers={"Authorization": "Bearer nope"}).status_code == 401
+    h = tenant(client, rt, "acme")
+    assert client.post("/tenants", json={"name": "x"}, headers=h).status_code == 403
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_ingest_search_and_idempotence(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    r = client.post("/collections", json={"name": "docs"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["vectors"] == ["base"]
+    job = ingest(client, rt, h, "docs", DOCS)
+    assert job["status"] == "done" and job["done"] == job["total"] == 4, job
+    assert client.get("/collections/docs", headers=h).json()["documents"] == 4
+    again = ingest(client, rt, h, "docs", DOCS[:2])
+    assert again["status"] == "done"
+    assert client.get("/collections/docs", headers=h).json()["documents"] == 4  # re-sending changes no counts
+    res = client.post("/collections/docs/search", json={"query": "protein in the cell", "top_k": 3}, headers=h).json()
+    assert res["route"]["expert"] in ("bio", "base") and len(res["results"]) == 3
+    assert {"base_pass_ms", "expert_pass_ms", "search_ms", "total_ms"} <= set(res["timings"])
+    flt = client.post("/collections/docs/search", json={"query": "flow", "filter": {"lang": "de"}}, headers=h).json()
+    assert [x["id"] for x in flt["results"]] == ["b2"]
+    forced = client.post(
+        "/collections/docs/search", json={"query": "wing", "expert": "base", "explain": True}, headers=h
+    ).json()
+    assert forced["route"]["expert"] == "base" and "text" in forced["results"][0]
+    routed = client.post("/route", json={"query": "protein gene"}, headers=h).json()
+    assert set(routed["scores"]) == {"bio"}
+
+
+def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    a, b = tenant(client, rt, "a"), tenant(client, rt, "b")
+    client.post("/collections", json={"name": "secret"}, headers=a)
+    job_id = client.post("/collections/secret/documents", json={"documents": DOCS[:1]}, headers=a).json()["job_id"]
+    rt.queue.join(60)
+    assert [c["name"] for c in client.get("/collections", headers=b).json()] == []
+    assert client.get("/collections/secret", headers=b).status_code == 404
+    assert client.post("/collections/secret/search", json={"query": "x"}, headers=b).status_code == 404
+    assert client.post("/collections/secret/documents", json={"documents": DOCS[:1]}, headers=b).status_code == 404
+    assert client.get(f"/jobs/{job_id}", headers=b).status_code == 404
+    assert client.delete("/collections/secret", headers=b).status_code == 404
+    assert client.get(f"/jobs/{job_id}", headers=a).json()["status"] == "done"
+    # b may use the same collection name without touching a's
+    assert client.post("/collections", json={"name": "secret"}, headers=b).status_code == 201
+    assert client.get("/collections/secret", headers=b).json()["documents"] == 0
+    assert client.get("/collections/secret", headers=a).json()["documents"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/collections/nope/search", {"query": "x"}, 404, None),
+        ("/collections/docs/search", {"query": "   "}, 400, "query"),
+        ("/collections/docs/search", {"query": "x" * 30000}, 400, "query"),
+        ("/collections/docs/search", {"query": "x", "top_k": 0}, 400, "top_k"),
+        ("/collections/docs/search", {"query": "x", "expert": "nobody"}, 404, None),
+        ("/collections/docs/search", {"query": "x", "filter": {"a b": 1}}, 400, "filter"),
+        ("/collections/docs/documents", {"documents": [{"text": "no id"}]}, 400, "documents[0].id"),
+        ("/collections/docs/documents", {"documents": [{"id": "x", "text": ""}]}, 400, "documents[0].text"),
+        (
+            "/collections/docs/documents",
+            {"documents": [{"id": str(i), "text": "t"} for i in range(21)]},
+            400,
+            "documents",
+        ),
+        ("/collections/docs/documents", {"documents": []}, 400, "documents"),
+        ("/collections", {"name": "Bad Name!"}, 400, "name"),
+        ("/collections", {"name": "pinned", "expert": "nobody"}, 404, None),
+    ],
+)
+def test_bad_input_names_the_field(
+    platform: tuple[TestClient, Runtime],
+    path: str,
+    body: dict,
+    status: int,  # type: ignore[type-arg]
+    field: str | None,
+) -> None:
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    r = client.post(path, json=body, headers=h)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+    if field is not None:
+        assert r.json()["field"] == field
+    assert client.get("/collections/docs", headers=h).json()["documents"] == 0  # nothing half-landed
+
+
+def test_expert_lifecycle_backfill_and_removal(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path
+) -> None:
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    ingest(client, rt, h, "docs", DOCS)
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt))
+    assert r.status_code == 201, r.text
+    # Until its backfill is done the new document-side expert is not routed to, and searches keep answering.
+    before = client.get("/collections/docs", headers=h).json()
+    assert before["backfill"]["aero"] in ("pending", "running", "done")
+    res = client.post("/collections/docs/search", json={"query": "supersonic wing flow"}, headers=h)
+    assert res.status_code == 200, res.text
+    if before["backfill"]["aero"] != "done":
+        assert "aero" not in res.json()["route"]["scores"]
+    assert rt.queue.join(120)
+    after = client.get("/collections/docs", headers=h).json()
+    assert after["backfill"]["aero"] == "done" and "aero" in after["vectors"], after
+    assert after["documents"] == 4
+    names = {e["name"]: e for e in client.get("/experts", headers=h).json()}
+    assert names["aero"]["sides"] == "query+document" and names["aero"]["pilots"] >= 1
+    forced = client.post("/collections/docs/search", json={"query": "shock layer", "expert": "aero"}, headers=h).json()
+    assert forced["route"]["vector"] == "aero" and len(forced["results"]) == 4
+    routed = client.post("/route", json={"query": "supersonic wing flow", "collection": "docs"}, headers=h).json()
+    assert "aero" in routed["scores"] and set(routed["scores"]) <= {"bio", "aero"}
+    # Removing it takes it out of routing at once; its vectors go afterwards.
+    assert client.delete("/experts/aero", headers=admin(rt)).status_code == 204
+    routed = client.post("/route", json={"query": "supersonic wing flow", "collection": "docs"}, headers=h).json()
+    assert "aero" not in routed["scores"]
+    assert client.post("/collections/docs/search", json={"query": "x", "expert": "aero"}, headers=h).status_code == 404
+    assert rt.queue.join(60)
+    final = client.get("/collections/docs", headers=h).json()
+    assert "aero" not in final["vectors"] and "aero" not in final["backfill"]
+    assert client.post("/collections/docs/search", json={"query": "shock"}, headers=h).status_code == 200

@@ -1,0 +1,90 @@
+"""What the tasks do, as plain functions over a Runtime (tested without Celery)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core.errors import NotFound
+from ingest.pipeline import backfill_vector, index_documents, validate_documents
+
+log = logging.getLogger(__name__)
+
+
+def run_ingest_batch(
+    rt: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
+) -> int:
+    """Encode and store one batch; progress and failures go to the job's batch record."""
+    docs = validate_documents(documents, max_batch=len(documents) or 1)
+    info = rt.meta.get_collection(tenant, collection)
+    rt.meta.set_batch(job_id, batch, "running", 0, len(docs), [])
+    rt.retriever.refresh()
+    encoders = [e for e in rt.retriever.document_encoders if info.backfill.get(e, "done") != "dropping"]
+    index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+    rt.meta.set_batch(job_id, batch, "done", len(docs), len(docs), [])
+    return len(docs)
+
+
+def fail_batch(rt: Any, job_id: str, batch: int, documents: list[dict[str, Any]], reason: str) -> None:
+    ids = [str(d.get("id")) for d in documents]
+    rt.meta.set_batch(job_id, batch, "failed", 0, len(documents), [{"ids": ids, "reason": reason}])
+
+
+def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
+    """Encode every stored document into the expert's new named vector; routing to it waits for 'done'."""
+    try:
+        info = rt.meta.get_collection(tenant, collection)
+    except NotFound:
+        return 0  # the collection was deleted meanwhile
+    rt.retriever.refresh()
+    if expert not in rt.retriever.experts:
+        return 0  # the expert was removed meanwhile
+    rt.meta.set_backfill(tenant, collection, expert, "running")
+    if expert not in rt.store.vector_names(info.physical):
+        rt.store.add_vector(info.physical, expert, rt.retriever.encoder.dim)
+    n = backfill_vector(rt.retriever, rt.store, info.physical, expert)
+    rt.meta.set_backfill(tenant, collection, expert, "done")
+    return n
+
+
+def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
+    try:
+        info = rt.meta.get_collection(tenant, collection)
+    except NotFound:
+        return
+    if expert in rt.store.vector_names(info.physical):
+        rt.store.drop_vector(info.physical, expert)
+    rt.meta.set_backfill(tenant, collection, expert, None)
+
+
+def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
+    """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
+    domain, which joins the library), then rebuild the pilots. No gradient training. Returns the domains scored."""
+    from ingest.beir import discover, load_dataset
+    from router.pilots import PilotScores
+    from router.serving import SCORES_FILE
+    from router.workbench import Workbench
+
+    r = rt.retriever
+    r.refresh()
+    if expert not in r.manifests:
+        raise NotFound(f"unknown expert {expert!r}")
+    path = r.registry.root / SCORES_FILE
+    ps = PilotScores.load(path) if path.is_file() else PilotScores()
+    own_domain = r.manifests[expert].manifest.domain
+    scored = []
+    for folder in discover(data):
+        if folder.name not in ps.domains and folder.name != own_domain:
+            continue
+        ds = load_dataset(folder, ("train",))
+        new_domain = ds.name not in ps.domains
+        if new_domain:
+            qids, base_q = Workbench(r.encoder, "query").query_matrix(ds, "train", None)
+            ps.add_domain(ds.name, qids, base_q)
+        for name in r.experts if new_domain else [expert]:
+            wb = Workbench(r.encoder, r.manifests[name].manifest.sides)
+            sc = wb.score(ds, "train", name).per_query
+            ps.set_scores(ds.name, name, [sc[q] for q in ps.domains[ds.name]])
+        scored.append(ds.name)
+    r.rebuild_pilots(ps)
+    return scored

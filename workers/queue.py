@@ -1,0 +1,73 @@
+"""Sending work to the tasks: through the Celery broker, or to an in-process worker thread (embedded default).
+
+The in-process worker runs the very same Celery task objects (``Task.apply``), one at a time, so the embedded platform
+is one process with no broker while production runs separate `rr worker` processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class CeleryQueue:
+    def submit(self, task: str, **kwargs: Any) -> None:
+        from workers import tasks
+
+        getattr(tasks, task).apply_async(kwargs=kwargs)
+
+    def depth(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class LocalQueue:
+    def __init__(self) -> None:
+        self._q: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._work, name="rr-local-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, task: str, **kwargs: Any) -> None:
+        self._idle.clear()
+        self._q.put((task, kwargs))
+
+    def depth(self) -> int:
+        return self._q.qsize()
+
+    def _work(self) -> None:
+        from workers import tasks
+
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            name, kwargs = item
+            try:
+                result = getattr(tasks, name).apply(kwargs=kwargs)
+                if result.failed():  # the task recorded the failure in its job or backfill state
+                    log.error("task %s failed: %r", name, result.result)
+            except Exception:  # keep the worker alive whatever happens
+                log.exception("task %s failed", name)
+            finally:
+                if self._q.empty():
+                    self._idle.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the queue is drained (tests, CLI)."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+
+def make_queue(settings: Any, runtime: Any) -> CeleryQueue | LocalQueue:
+    return LocalQueue() if settings.broker_url.startswith("memory://") else CeleryQueue()

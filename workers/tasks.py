@@ -1,0 +1,58 @@
+"""Celery tasks: ids and documents in, one plain function call, retries with backoff on store errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import StoreError
+from core.runtime import get_runtime
+from workers.app import celery_app
+from workers.jobs import fail_batch, run_backfill, run_drop_vector, run_ingest_batch, run_score_expert
+
+RETRY = {
+    "autoretry_for": (StoreError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@celery_app.task(bind=True, name="rr.ingest_batch", acks_late=True, **RETRY)
+def ingest_batch(
+    self: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
+) -> int:
+    rt = get_runtime()
+    try:
+        return run_ingest_batch(rt, job_id, batch, tenant, collection, documents)
+    except StoreError as e:
+        if self.request.retries >= self.max_retries:
+            fail_batch(rt, job_id, batch, documents, f"store error after {self.max_retries} retries: {e}")
+            return 0
+        rt.meta.set_batch(job_id, batch, "retrying", 0, len(documents), [])
+        raise
+    except Exception as e:  # a bug or bad data: record the reason, don't retry forever
+        fail_batch(rt, job_id, batch, documents, f"{type(e).__name__}: {e}")
+        return 0
+
+
+@celery_app.task(bind=True, name="rr.backfill", acks_late=True, **RETRY)
+def backfill(self: Any, tenant: str, collection: str, expert: str) -> int:
+    rt = get_runtime()
+    try:
+        return run_backfill(rt, tenant, collection, expert)
+    except StoreError:
+        raise
+    except Exception:
+        rt.meta.set_backfill(tenant, collection, expert, "failed")
+        raise
+
+
+@celery_app.task(name="rr.drop_vector", acks_late=True, **RETRY)
+def drop_vector(tenant: str, collection: str, expert: str) -> None:
+    run_drop_vector(get_runtime(), tenant, collection, expert)
+
+
+@celery_app.task(name="rr.score_expert", acks_late=True)
+def score_expert(expert: str, data: str) -> list[str]:
+    return run_score_expert(get_runtime(), expert, data)
