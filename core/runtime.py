@@ -29,7 +29,9 @@ class Runtime:
                 from store import open_store
 
                 Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
-                self._store = open_store(self.settings.store_url, Path(self.settings.data_dir))
+                self._store = open_store(
+                    self.settings.store_url, Path(self.settings.data_dir), self.settings.qdrant_api_key
+                )
             return self._store
 
     @cached_property

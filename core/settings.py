@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     beir_dir: Path = Field(REPO_ROOT.parent / "shared" / "data" / "beir", description="Folder of BEIR collections.")
 
     # --- platform ----------------------------------------------------------------------------
-    store_url: str = Field("embedded", description="'embedded' (qdrant-edge under data_dir), ':memory:' or http(s)://.")
+    store_url: str = Field(
+        "embedded",
+        description="'embedded' (qdrant-edge under data_dir, one process), 'embedded-shared' (several local "
+        "processes, file lock), ':memory:' (qdrant-client local mode) or http(s):// (a Qdrant server).",
+    )
     broker_url: str = Field("memory://", description="'memory://' runs an in-process worker; redis://... for Celery.")
     result_backend: str | None = None
     admin_key: str | None = None
@@ -54,9 +58,11 @@ class Settings(BaseSettings):
     @field_validator("store_url")
     @classmethod
     def _store_url(cls, v: str) -> str:
-        if v in ("embedded", ":memory:") or v.startswith(("http://", "https://")):
+        if v in ("embedded", "embedded-shared", ":memory:") or v.startswith(("http://", "https://")):
             return v
-        raise ValueError(f"RR_STORE_URL must be 'embedded', ':memory:' or an http(s):// URL, got {v!r}")
+        raise ValueError(
+            f"RR_STORE_URL must be 'embedded', 'embedded-shared', ':memory:' or an http(s):// URL, got {v!r}"
+        )
 
 
 @lru_cache(maxsize=1)

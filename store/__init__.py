@@ -23,6 +23,10 @@ def open_store(url: str, data_dir: Path, api_key: str | None = None) -> VectorSt
     """
     if url == "embedded":
         return EdgeStore(Path(data_dir) / "qdrant-edge")
+    if url == "embedded-shared":
+        from .shared import SharedEdgeStore
+
+        return SharedEdgeStore(Path(data_dir) / "qdrant-edge")  # type: ignore[return-value]
     from qdrant_client import QdrantClient
 
     if url == ":memory:":
@@ -30,5 +34,6 @@ def open_store(url: str, data_dir: Path, api_key: str | None = None) -> VectorSt
     if url.startswith(("http://", "https://")):
         return QdrantServerStore(QdrantClient(url=url, api_key=api_key))
     raise InvalidInput(
-        f"RR_STORE_URL must be 'embedded', ':memory:' or an http(s):// URL, got {url!r}", field="store_url"
+        f"RR_STORE_URL must be 'embedded', 'embedded-shared', ':memory:' or an http(s):// URL, got {url!r}",
+        field="store_url",
     )

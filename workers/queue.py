@@ -15,13 +15,26 @@ log = logging.getLogger(__name__)
 
 
 class CeleryQueue:
+    def __init__(self, broker_url: str, result_backend: str | None = None) -> None:
+        from workers.app import celery_app
+
+        # The app is configured from the settings at import; a runtime built with other settings (tests, a CLI
+        # flag) points it at its own broker before anything is sent.
+        celery_app.conf.broker_url = broker_url
+        celery_app.conf.result_backend = result_backend
+        self.app = celery_app
+
     def submit(self, task: str, **kwargs: Any) -> None:
         from workers import tasks
 
         getattr(tasks, task).apply_async(kwargs=kwargs)
 
     def depth(self) -> int | None:
-        return None
+        """Messages waiting in the Redis list of the queue (None for other brokers)."""
+        if not str(self.app.conf.broker_url).startswith("redis"):
+            return None
+        with self.app.connection_for_write() as conn:
+            return int(conn.default_channel.client.llen("rr"))
 
     def close(self) -> None:
         pass
@@ -70,4 +83,6 @@ class LocalQueue:
 
 
 def make_queue(settings: Any, runtime: Any) -> CeleryQueue | LocalQueue:
-    return LocalQueue() if settings.broker_url.startswith("memory://") else CeleryQueue()
+    if settings.broker_url.startswith("memory://"):
+        return LocalQueue()
+    return CeleryQueue(settings.broker_url, settings.result_backend)
