@@ -79,6 +79,7 @@ class Bench:
             max_epochs=self.max_epochs,
             query_max_length=self.settings.query_max_length,
             doc_max_length=self.settings.doc_max_length,
+            val_docs=1000,  # query+document mode re-encodes this corpus sample at every epoch's check
         )
 
     def ensure_experts(self, mode: str, datasets: Sequence[BeirDataset], wb: Workbench) -> ExpertRegistry:

@@ -60,6 +60,26 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
     return out
 
 
+def partition_valid(raw: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[tuple[str, str]]]:
+    """Split documents into those the API accepts and (id, reason) for the rest, so a bulk loader can report and
+    skip them instead of having whole batches rejected (Cranfield, for one, has two empty documents)."""
+    ok: list[Mapping[str, Any]] = []
+    bad: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for d in raw:
+        try:
+            (doc,) = validate_documents([d], 1)
+        except InvalidInput as e:
+            bad.append((str(d.get("id", "?")) if isinstance(d, Mapping) else "?", str(e).replace("documents[0]", "")))
+            continue
+        if doc.id in seen:
+            bad.append((doc.id, "duplicate id"))
+            continue
+        seen.add(doc.id)
+        ok.append(d)
+    return ok, bad
+
+
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for item in items:

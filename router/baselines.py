@@ -43,8 +43,8 @@ class DatasetRouter:
 
 def _labelled(x: np.ndarray, labels: np.ndarray, experts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     keep = labels >= 0
-    if keep.sum() == 0 or len(set(labels[keep].tolist())) < 2:
-        raise InvalidInput("a classifier router needs labelled queries of at least two experts")
+    if keep.sum() == 0:
+        raise InvalidInput("a classifier router needs at least one labelled training query")
     return x[keep], labels[keep]
 
 
@@ -54,6 +54,8 @@ class ExpertClassifierRouter:
     def fit(self, x: np.ndarray, labels: np.ndarray, experts: Sequence[str]) -> ExpertClassifierRouter:
         self.experts = list(experts)
         xs, ys = _labelled(x, labels, experts)
+        # An expert that is never (or always) best has nothing to learn: it gets a constant probability.
+        self.constant = [float((ys == i).mean()) for i in range(len(self.experts))]
         self.models: list[LogisticRegression | None] = []
         for i in range(len(self.experts)):
             y = (ys == i).astype(int)
@@ -74,8 +76,12 @@ class ClassificationHeadRouter:
     def fit(self, x: np.ndarray, labels: np.ndarray, experts: Sequence[str]) -> ClassificationHeadRouter:
         self.experts = list(experts)
         xs, ys = _labelled(x, labels, experts)
-        self.model = LogisticRegression(max_iter=2000, C=1.0).fit(xs, ys)
+        classes = sorted(set(ys.tolist()))
+        self.only: int | None = classes[0] if len(classes) == 1 else None
+        self.model = LogisticRegression(max_iter=2000, C=1.0).fit(xs, ys) if self.only is None else None
         return self
 
     def choose(self, queries: np.ndarray) -> list[str]:
+        if self.model is None:
+            return [self.experts[int(self.only or 0)]] * len(queries)
         return [self.experts[int(c)] for c in self.model.predict(queries)]

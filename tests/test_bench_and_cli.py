@@ -1,0 +1,79 @@
+"""`rr bench quality` end to end on the tiny model and collections (both modes), and the CLI over its output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from benchmarks.quality import run_quality
+from core.settings import get_settings
+from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS
+from tests.platform_fixtures import make_settings
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # type: ignore[type-arg]
+    root = tmp_path_factory.mktemp("bench")
+    settings = make_settings(tiny_model, root)
+    out = run_quality(settings, beir_root, ("query", "query+document"), None, train_budget_s=30, max_epochs=2,
+                      out_dir=root / "results", console=Console(quiet=True))
+    return out, root
+
+
+def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    out, root = bench
+    on_disk = json.loads((root / "results" / "quality.json").read_text())
+    assert on_disk["datasets"] == ["aero", "bio"] == out["datasets"]
+    assert on_disk["default_mode"] == "query"
+    assert set(on_disk["modes"]) == {"query", "query+document"}
+    for body in on_disk["modes"].values():
+        assert set(PAPER_SYSTEMS) | set(EXTRA_SYSTEMS) == set(body["systems"])
+        for row in body["systems"].values():
+            assert set(row) == {"aero", "bio", "avg"} and all(0.0 <= v <= 1.0 for v in row.values())
+        assert set(body["expert_matrix"]) == {"aero", "bio", "multi_task", "base"}
+        assert set(body["routing"]) == {"aero", "bio"}
+        for shares in body["routing"].values():
+            assert abs(sum(shares.values()) - 1.0) < 1e-6
+        s = body["systems"]
+        # the oracles bound every router from above
+        for name in ("router_retriever", "dataset_router", "classification_head_router", "expert_classifier_router"):
+            assert s["instance_oracle"]["avg"] >= s[name]["avg"] - 1e-9
+    assert (root / "results" / "quality.md").read_text().startswith("# Quality")
+    assert (root / "experts" / "query" / "pilots.json").is_file()
+    assert (root / "experts" / "query-document" / "aero" / "manifest.json").is_file()
+
+
+def test_rerun_from_cache_trains_nothing(bench: tuple[dict, Path], tiny_model: Path, beir_root: Path) -> None:  # type: ignore[type-arg]
+    out, root = bench
+    settings = make_settings(tiny_model, root)
+    again = run_quality(settings, beir_root, ("query",), None, train_budget_s=30, max_epochs=2,
+                        out_dir=root / "results2", console=Console(quiet=True))
+    assert "train_query" not in again["seconds"] or again["seconds"]["train_query"] < 5
+    assert again["modes"]["query"]["systems"] == out["modes"]["query"]["systems"]
+
+
+def test_cli_eval_and_experts_list(bench: tuple[dict, Path], tiny_model: Path, beir_root: Path,  # type: ignore[type-arg]
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.main import app
+
+    out, root = bench
+    for k, v in {"RR_BASE_MODEL": str(tiny_model), "RR_EXPERTS_DIR": str(root / "experts"),
+                 "RR_CACHE_DIR": str(root / "cache"), "RR_BF16": "false"}.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever"])
+        assert res.exit_code == 0, res.output
+        score = float(res.output.strip().rsplit("=", 1)[1])
+        assert abs(score - out["modes"]["query"]["systems"]["router_retriever"]["bio"]) < 1e-3
+        res = runner.invoke(app, ["experts", "list"])
+        assert "aero" in res.output and "bio" in res.output
+        res = runner.invoke(app, ["eval", "--data", str(beir_root / "nope"), "--system", "base"])
+        assert res.exit_code == 2 and "no such collection folder" in res.output
+    finally:
+        get_settings.cache_clear()
