@@ -23,7 +23,7 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound
 
-RULES = ("mean", "nearest", "topk")
+RULES = ("mean", "nearest", "topk", "weighted")
 
 
 @dataclass
@@ -151,6 +151,7 @@ class PilotLibrary:
         norms = np.linalg.norm(self.matrix, axis=1, keepdims=True)
         self.matrix /= np.clip(norms, 1e-12, None)
         self.owner = np.array([self.routable.index(p.expert) for p in self.pilots])
+        self.sizes = np.array([p.size for p in self.pilots], dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.pilots)
@@ -171,6 +172,10 @@ class PilotLibrary:
             sims = np.where(keep, sims, np.nan)
         for e in range(n_exp):
             cols = sims[:, self.owner == e]
+            if rule == "weighted":  # a pilot speaks with the weight of the queries it stands for
+                w = self.sizes[self.owner == e]
+                out[:, e] = cols @ w / w.sum()
+                continue
             if rule == "nearest":
                 out[:, e] = cols.max(axis=1)
             else:

@@ -27,7 +27,12 @@ PAPER_SYSTEMS = (
     "instance_oracle",
     "router_retriever_loo",
 )
-EXTRA_SYSTEMS = ("router_retriever_nearest", "router_retriever_topk", "router_retriever_fusion")
+EXTRA_SYSTEMS = (
+    "router_retriever_nearest",
+    "router_retriever_topk",
+    "router_retriever_weighted",
+    "router_retriever_fusion",
+)
 
 
 @dataclass
@@ -96,6 +101,8 @@ class SystemSuite:
             return [r.expert for r in self.library.route(t.base_emb, "nearest")]
         if system == "router_retriever_topk":
             return [r.expert for r in self.library.route(t.base_emb, "topk", k=3)]
+        if system == "router_retriever_weighted":
+            return [r.expert for r in self.library.route(t.base_emb, "weighted")]
         if system == "router_retriever_loo":
             return [r.expert for r in self.loo_library(t.name).route(t.base_emb, "mean")]
         if system == "dataset_oracle":

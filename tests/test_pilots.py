@@ -65,6 +65,16 @@ def test_mean_rule_differs_from_nearest() -> None:
     assert mean.expert == "B"
     np.testing.assert_allclose(mean.scores["A"], (1.0 + float(_unit(-1, 0.1)[0])) / 2, atol=1e-6)
     assert lib.route(q, "topk", k=1)[0].expert == "A"
+    weighted = PilotLibrary(
+        [
+            Pilot("A", "d1", 9, _unit(1, 0)),
+            Pilot("A", "d2", 1, _unit(-1, 0.1)),
+            Pilot("B", "d1", 1, _unit(1, 0.6)),
+            Pilot("B", "d2", 1, _unit(1, 0.8)),
+        ]
+    )
+    assert weighted.route(q, "weighted")[0].expert == "A"  # A's big group outweighs its stray pilot
+    assert weighted.route(q, "mean")[0].expert == "B"
     with pytest.raises(InvalidInput, match="unknown routing rule"):
         lib.route(q, "vote")
 
