@@ -67,7 +67,7 @@ def test_mean_rule_differs_from_nearest() -> None:
     assert lib.route(q, "topk", k=1)[0].expert == "A"
     weighted = PilotLibrary(
         [
-            Pilot("A", "d1", 9, _unit(1, 0)),
+            Pilot("A", "d1", 19, _unit(1, 0)),
             Pilot("A", "d2", 1, _unit(-1, 0.1)),
             Pilot("B", "d1", 1, _unit(1, 0.6)),
             Pilot("B", "d2", 1, _unit(1, 0.8)),
