@@ -138,9 +138,7 @@ class Bench:
             transient=True,
         ) as prog:
             wb = Workbench(enc, mode, self._progress_factory(prog))
-            t0 = time.monotonic()
-            reg = self.ensure_experts(mode, datasets, wb)
-            self._timed(f"train_{mode}", t0)
+            reg = self.ensure_experts(mode, datasets, wb)  # times its own training
             experts = [e for e in reg.all() if e.name in {ds.name for ds in datasets}]
             for x in experts:
                 enc.add_expert(x.name, x.path, x.manifest.base_fingerprint)

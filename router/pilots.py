@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +72,12 @@ class PilotScores:
         for table in (self.domains, self.embeddings, self.scores):
             table.pop(domain, None)
 
-    def labels(self, domain: str, experts: Sequence[str]) -> np.ndarray:
+    def labels(self, domain: str, experts: Sequence[str], home: str | None = None) -> np.ndarray:
         """Best expert per query (index into ``experts``), -1 where no expert finds anything (nDCG 0 for all).
 
-        Ties go to the first expert in ``experts`` order, which callers keep sorted, so labels are deterministic.
+        Ties (frequent on small collections, where several experts rank the same documents) go to the domain's own
+        expert ``home`` when it is among the tied, else to the first in ``experts`` order, which callers keep
+        sorted, so labels are deterministic.
         """
         cols = self.scores[domain]
         missing = [e for e in experts if e not in cols]
@@ -83,17 +85,28 @@ class PilotScores:
             raise NotFound(f"domain {domain!r} has no scores for experts {missing}; score them first")
         table = np.stack([cols[e] for e in experts], axis=1)
         best = table.argmax(axis=1)
+        if home is not None and home in experts:
+            h = list(experts).index(home)
+            best[table[:, h] == table.max(axis=1)] = h
         best[table.max(axis=1) <= 0.0] = -1
         return best
 
-    def build(self, experts: Sequence[str] | None = None, domains: Sequence[str] | None = None) -> PilotLibrary:
-        """Algorithm 1 over the given experts and domains (default: all)."""
+    def build(
+        self,
+        experts: Sequence[str] | None = None,
+        domains: Sequence[str] | None = None,
+        homes: Mapping[str, str] | None = None,
+    ) -> PilotLibrary:
+        """Algorithm 1 over the given experts and domains (default: all).
+
+        ``homes`` maps a domain to its own expert for tie-breaking (default: the expert named like the domain).
+        """
         names = sorted(experts) if experts is not None else self.experts
         if not names:
             raise InvalidInput("the pilot library needs at least one expert")
         pilots: list[Pilot] = []
         for domain in sorted(domains if domains is not None else self.domains):
-            labels = self.labels(domain, names)
+            labels = self.labels(domain, names, (homes or {}).get(domain, domain))
             emb = self.embeddings[domain]
             for i, name in enumerate(names):
                 members = emb[labels == i]

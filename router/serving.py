@@ -138,7 +138,8 @@ class Retriever:
             return
         scores.save(scores_path)
         names = [n for n in self.experts if n in scores.experts]
-        self.library = scores.build(names) if names else None
+        homes = {self.manifests[n].manifest.domain: n for n in names}
+        self.library = scores.build(names, homes=homes) if names else None
         if self.library is not None:
             self.library.save(self.registry.root / PILOTS_FILE)
             self._pilots_mtime = (self.registry.root / PILOTS_FILE).stat().st_mtime

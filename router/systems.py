@@ -66,7 +66,7 @@ class SystemSuite:
         self.library = pilot_scores.build(self.experts)
         domains = sorted(pilot_scores.domains)
         x = np.concatenate([pilot_scores.embeddings[d] for d in domains])
-        labels = np.concatenate([pilot_scores.labels(d, self.experts) for d in domains])
+        labels = np.concatenate([pilot_scores.labels(d, self.experts, d) for d in domains])
         self.dataset_router = DatasetRouter().fit(
             {d: pilot_scores.embeddings[d] for d in domains}, self.expert_of_dataset
         )

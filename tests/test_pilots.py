@@ -47,6 +47,13 @@ def test_algorithm1_labels_groups_and_centroids(scores: PilotScores) -> None:
     assert len(lib) <= 2 * 2  # at most T x T pilots
 
 
+def test_ties_go_to_the_home_expert(scores: PilotScores) -> None:
+    # d2's q1 ties A and B: without a home expert the first by name (A) wins, with home B it is B's.
+    assert scores.labels("d2", ["A", "B"]).tolist() == [1, 0]
+    assert scores.labels("d2", ["A", "B"], home="B").tolist() == [1, 1]
+    assert scores.labels("d1", ["A", "B"], home="B").tolist() == [0, 0, 1, -1]  # q3: nobody found anything
+
+
 def test_mean_rule_differs_from_nearest() -> None:
     from router.pilots import Pilot
 
