@@ -152,7 +152,10 @@ class RouteDecision:
 class PilotLibrary:
     """Pilots as one matrix; routes base query embeddings to experts."""
 
-    def __init__(self, pilots: Sequence[Pilot], experts: Sequence[str] | None = None) -> None:
+    def __init__(self, pilots: Sequence[Pilot], experts: Sequence[str] | None = None, rule: str = "mean") -> None:
+        if rule not in RULES:
+            raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+        self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose a better one
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
         owners = {p.expert for p in self.pilots}
@@ -210,6 +213,7 @@ class PilotLibrary:
     def to_json(self) -> dict[str, Any]:
         return {
             "experts": self.experts,
+            "rule": self.rule,
             "pilots": [
                 {
                     "expert": p.expert,
@@ -226,7 +230,7 @@ class PilotLibrary:
         pilots = [
             Pilot(p["expert"], p["domain"], int(p["size"]), np.asarray(p["vector"], np.float32)) for p in data["pilots"]
         ]
-        return cls(pilots, data.get("experts"))
+        return cls(pilots, data.get("experts"), data.get("rule", "mean"))
 
     def save(self, path: str | Path) -> None:
         p = Path(path)

@@ -193,7 +193,9 @@ class Retriever:
         return self.encoder.encode([query], None if expert == BASE else expert, "query")[0]
 
     def route(self, query: str, allowed: Sequence[str] | None = None) -> Route:
-        """The paper's rule on the pilot collection: similarity to every pilot, mean per expert, highest wins."""
+        """Routing as a query on the pilot collection: similarity to every pilot of the allowed experts, aggregated
+        per expert by the library's rule (the paper's mean; size-weighted mean or nearest if the benchmark chose
+        one, see pilots.json), highest wins."""
         t0 = time.perf_counter()
         base_vec = self.encode_query(query, BASE)
         t1 = time.perf_counter()
@@ -203,12 +205,22 @@ class Retriever:
         hits = self.store.search(
             PILOT_COLLECTION, BASE, base_vec, limit=max(1, len(self.library)), filter={"expert": candidates}
         )
-        sums: dict[str, list[float]] = {}
+        sims: dict[str, list[tuple[float, int]]] = {}
         for h in hits:
-            sums.setdefault(h.payload["expert"], []).append(h.score)
-        scores = {e: float(np.mean(v)) for e, v in sums.items()}
+            sims.setdefault(h.payload["expert"], []).append((h.score, int(h.payload.get("size", 1))))
+        rule = self.library.rule
+        scores: dict[str, float] = {}
+        for e, pairs in sims.items():
+            s, w = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.float64)
+            if rule == "weighted":
+                scores[e] = float(s @ w / w.sum())
+            elif rule == "nearest":
+                scores[e] = float(s.max())
+            else:
+                scores[e] = float(s.mean())
         t2 = time.perf_counter()
+        timings = {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000}
         if not scores:
-            return Route(BASE, {}, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000})
+            return Route(BASE, {}, timings)
         best = max(sorted(scores), key=lambda e: scores[e])  # ties: first by name, as offline
-        return Route(best, scores, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000})
+        return Route(best, scores, timings)

@@ -1,0 +1,42 @@
+"""Routing through the pilot collection gives exactly the offline library's decision, for every servable rule."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.encoders import TextEncoder
+from router.experts import ExpertRegistry
+from router.serving import PILOTS_FILE, SCORES_FILE, Retriever
+from store import EdgeStore
+from tests.platform_fixtures import build_pilot_scores, train_tiny_expert
+
+QUERIES = ["protein in the cell", "supersonic wing flow", "cancer drug trial", "shock boundary layer", "heat plate"]
+
+
+@pytest.mark.parametrize("rule", ["mean", "weighted", "nearest"])
+def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: Path, tmp_path: Path, rule: str) -> None:
+    reg_root = tmp_path / "experts"
+    reg_root.mkdir()
+    experts = {n: train_tiny_expert(tiny_model, beir_root, n, "query", tmp_path / "src" / n) for n in ("bio", "aero")}
+    for n, p in experts.items():
+        shutil.copytree(p, reg_root / n)
+    ps = build_pilot_scores(tiny_model, beir_root, experts)
+    ps.save(reg_root / SCORES_FILE)
+    lib = ps.build(["aero", "bio"])
+    lib.rule = rule
+    lib.save(reg_root / PILOTS_FILE)
+    store = EdgeStore(tmp_path / "store")
+    r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root), store)
+    assert r.library is not None and r.library.rule == rule
+    base = r.encoder.encode(QUERIES)
+    offline = lib.expert_scores(base, rule)
+    for i, q in enumerate(QUERIES):
+        online = r.route(q)
+        for j, e in enumerate(lib.routable):
+            assert online.scores[e] == pytest.approx(float(offline[i, j]), abs=1e-4)
+        assert online.expert == lib.routable[int(np.argmax(offline[i]))]
+    store.close()
