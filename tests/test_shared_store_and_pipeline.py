@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import InvalidInput
+from ingest.pipeline import partition_valid, validate_documents
+from store.base import PointIn
+from store.shared import SharedEdgeStore
+
+
+def test_two_shared_stores_on_one_root_see_each_others_writes(tmp_path: Path) -> None:
+    a, b = SharedEdgeStore(tmp_path), SharedEdgeStore(tmp_path)  # as two processes would
+    a.create_collection("c", {"v": 4})
+    a.upsert("c", [PointIn("d1", {"v": [1.0, 0, 0, 0]}, {"title": "x"})])
+    b.upsert("c", [PointIn("d2", {"v": [0, 1.0, 0, 0]}, {"title": "y"})])
+    assert a.count("c") == 2 and b.count("c") == 2
+    assert [h.doc_id for h in b.search("c", "v", [1.0, 0.1, 0, 0], 1)] == ["d1"]
+    with pytest.raises(AttributeError):
+        b._private  # noqa: B018
+
+
+def test_partition_valid_reports_what_it_skips() -> None:
+    ok, bad = partition_valid([
+        {"id": "1", "text": "fine"}, {"id": "2", "title": "", "text": ""}, {"text": "no id"}, {"id": "1", "text": "dup"},
+    ])
+    assert [d["id"] for d in ok] == ["1"]
+    assert [i for i, _ in bad] == ["2", "?", "1"]
+    assert "text is required" in bad[0][1] and "duplicate" in bad[2][1]
+
+
+def test_validate_documents_rejects_the_whole_batch() -> None:
+    with pytest.raises(InvalidInput) as err:
+        validate_documents([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], 10)
+    assert err.value.field == "documents[1].id"
+    with pytest.raises(InvalidInput, match="metadata must be an object"):
+        validate_documents([{"id": "a", "text": "x", "metadata": [1]}], 10)
