@@ -22,9 +22,14 @@ def test_two_shared_stores_on_one_root_see_each_others_writes(tmp_path: Path) ->
 
 
 def test_partition_valid_reports_what_it_skips() -> None:
-    ok, bad = partition_valid([
-        {"id": "1", "text": "fine"}, {"id": "2", "title": "", "text": ""}, {"text": "no id"}, {"id": "1", "text": "dup"},
-    ])
+    ok, bad = partition_valid(
+        [
+            {"id": "1", "text": "fine"},
+            {"id": "2", "title": "", "text": ""},
+            {"text": "no id"},
+            {"id": "1", "text": "dup"},
+        ]
+    )
     assert [d["id"] for d in ok] == ["1"]
     assert [i for i, _ in bad] == ["2", "?", "1"]
     assert "text is required" in bad[0][1] and "duplicate" in bad[2][1]
