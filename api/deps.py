@@ -46,6 +46,21 @@ def get_principal(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
+DASHBOARD_COOKIE = "rr_dashboard_key"
+
+
+def find_principal(rt: Runtime, request: Request) -> Principal | None:
+    """The key of a bearer header, else of the dashboard's HttpOnly cookie (a browser navigating to /dashboard cannot
+    send a header); None when there is no key or it is unknown, so the caller can show its sign-in form."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, key = auth.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        key = request.cookies.get(DASHBOARD_COOKIE, "")
+    if not key.strip():
+        return None
+    tenant = rt.meta.tenant_for_key(key.strip())
+    return None if tenant is None else Principal(tenant)
+
 
 def require_admin(p: PrincipalDep) -> Principal:
     if not p.is_admin:

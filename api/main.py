@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import collections, experts, health, jobs, tenants
+from api.middleware import RequestMetrics
+from api.routes import collections, dashboard, experts, health, jobs, metrics, tenants
 from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound, RRError, StoreError
+from core.metrics import count_error
 from core.runtime import Runtime, get_runtime, set_runtime
 
 STATUS = [(InvalidInput, 400), (NotFound, 404), (Conflict, 409), (IncompatibleExpert, 409), (StoreError, 503)]
@@ -33,8 +37,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = runtime or get_runtime()
     set_runtime(app.state.runtime)  # tasks run by the in-process worker use this process's runtime
 
+    # Errors are counted by kind here, where every error a client sees passes (rr_errors_total{source="api"}).
     @app.exception_handler(RRError)
     async def rr_error(request: Request, exc: RRError) -> JSONResponse:
+        count_error(type(exc).__name__, "api")
         code = next((c for t, c in STATUS if isinstance(exc, t)), 500)
         body: dict[str, object] = {"detail": str(exc)}
         if isinstance(exc, InvalidInput) and exc.field:
@@ -43,11 +49,24 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        count_error("RequestValidationError", "api")
         errs = exc.errors()
         fields = [".".join(str(x) for x in e.get("loc", ()) if x != "body") for e in errs]
         msg = "; ".join(f"{f}: {e.get('msg')}" for f, e in zip(fields, errs, strict=True))
         return JSONResponse({"detail": msg, "field": fields[0] if fields else None}, status_code=422)
 
-    for r in (health.router, collections.router, jobs.router, experts.router, tenants.router):
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        count_error(f"http_{exc.status_code}", "api")
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        count_error(type(exc).__name__, "api")
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    routers = (health.router, collections.router, jobs.router, experts.router, tenants.router)
+    for r in (*routers, metrics.router, dashboard.router):
         app.include_router(r)
+    app.add_middleware(RequestMetrics)
     return app

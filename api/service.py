@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from core import metrics
 from core.errors import Conflict, InvalidInput, NotFound
 from ingest.pipeline import batched, validate_documents
 from router.encoders import BASE
 from store.meta import ADMIN, CollectionInfo, physical_name
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,59}$")
 BATCH = 64
@@ -132,7 +136,45 @@ def search(
     expert: str = "auto",
     explain: bool = False,
 ) -> dict[str, Any]:
+    """Route (unless pinned or forced) and search. Every call, answered or refused, is counted in the metrics and
+    recorded as a search event for the dashboard; neither can make the search itself fail."""
     t0 = time.perf_counter()
+    try:
+        out = _search(rt, tenant, name, query, top_k, flt, expert, explain, t0)
+    except Exception as e:
+        _observe_search(rt, tenant, name, None, t0, e)
+        raise
+    _observe_search(rt, tenant, name, out["route"]["expert"], t0, None)
+    return out
+
+
+def _observe_search(rt: Any, tenant: str, name: str, expert: str | None, t0: float, error: Exception | None) -> None:
+    metrics.observe_search(expert, error is None)
+    try:
+        rt.events.record(
+            "search",
+            tenant=tenant,
+            collection=name,
+            expert=expert,
+            ms=(time.perf_counter() - t0) * 1000,
+            ok=error is None,
+            error=None if error is None else type(error).__name__,
+        )
+    except Exception:  # the event log could not even be opened: the search still answers
+        log.warning("could not record a search event", exc_info=True)
+
+
+def _search(
+    rt: Any,
+    tenant: str,
+    name: str,
+    query: Any,
+    top_k: int,
+    flt: Mapping[str, Any] | None,
+    expert: str,
+    explain: bool,
+    t0: float,
+) -> dict[str, Any]:
     info = rt.meta.get_collection(tenant, name)
     _check_query(rt, query)
     if not isinstance(top_k, int) or not 1 <= top_k <= rt.settings.max_top_k:

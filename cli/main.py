@@ -272,7 +272,7 @@ def _ingest_folder_in_process(rt: object, root: Path) -> None:
     from api import service
     from core.errors import Conflict
     from ingest.beir import discover, iter_corpus
-    from ingest.pipeline import batched
+    from ingest.pipeline import batched, partition_valid
     from store.meta import ADMIN
 
     for folder in discover(root):
@@ -280,18 +280,33 @@ def _ingest_folder_in_process(rt: object, root: Path) -> None:
             service.create_collection(rt, ADMIN, folder.name)
         except Conflict:
             console.print(f"collection {folder.name!r} exists; re-sending its documents updates them in place")
-        docs = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(folder)]
+        raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(folder)]
+        docs, bad = partition_valid(raw)
+        for doc_id, reason in bad:
+            console.print(f"[yellow]skipped[/] {folder.name}/{doc_id}: {reason}")
         for chunk in batched(docs, get_settings().max_batch_documents):
             service.submit_documents(rt, ADMIN, folder.name, chunk)
-        console.print(f"queued {len(docs)} documents of {folder.name!r}")
+        console.print(f"queued {len(docs)} documents of {folder.name!r} ({len(bad)} skipped)")
 
 
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (each loads the model once).")] = 1,
     loglevel: str = "INFO",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port (default RR_WORKER_METRICS_PORT; off).")
+    ] = None,
 ) -> None:
     """A Celery worker for the ingestion queue (production: RR_BROKER_URL=redis://...)."""
+    s = get_settings()
+    port = metrics_port or s.worker_metrics_port
+    if port is not None:
+        if concurrency > 1 and s.metrics_dir is None:
+            _fail(RRError("--concurrency > 1 runs several processes: set RR_METRICS_DIR so /metrics sums them all"))
+        from core.metrics import start_metrics_server
+
+        start_metrics_server(port)
+        console.print(f"metrics: http://0.0.0.0:{port}/metrics")
     from workers.app import celery_app
 
     pool = "solo" if concurrency == 1 else "prefork"
@@ -329,6 +344,7 @@ def ingest(
     key: Annotated[str | None, typer.Option()] = None,
     batch: Annotated[int, typer.Option(help="Documents per request.")] = 500,
     wait: Annotated[bool, typer.Option(help="Wait until the queue has stored everything.")] = True,
+    skip_invalid: Annotated[bool, typer.Option(help="Skip (and list) documents the API would reject.")] = False,
 ) -> None:
     """Send documents through the API's queue, with a progress bar."""
     import time
@@ -339,7 +355,14 @@ def ingest(
     base, headers = _api(url, key)
     if not source.exists():
         _fail(RRError(f"{source}: no such file or folder"))
-    docs = _read_documents(source)
+    from ingest.pipeline import partition_valid
+
+    docs, bad = partition_valid(_read_documents(source))
+    if bad and not skip_invalid:
+        listing = "; ".join(f"{i}: {r}" for i, r in bad[:5])
+        _fail(RRError(f"{len(bad)} documents would be rejected ({listing}); fix them or pass --skip-invalid"))
+    for doc_id, reason in bad:
+        console.print(f"[yellow]skipped[/] {doc_id}: {reason}")
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         r = client.get(f"/collections/{collection}")
         if r.status_code == 404:

@@ -40,6 +40,15 @@ class Runtime:
 
         return MetaStore(self.store)
 
+    @cached_property
+    def events(self) -> Any:
+        """Recent searches and ingestion batches, buffered here and shared through the store (``store.events``)."""
+        from store.events import EventLog
+
+        return EventLog(
+            self.store, self.settings.events_retention_minutes * 60.0, self.settings.events_flush_seconds
+        )
+
     @property
     def retriever(self) -> Any:
         with self._lock:
@@ -84,9 +93,15 @@ class Runtime:
         path.chmod(0o600)
         return str(path)
 
+    def flush_events(self) -> None:
+        """Write buffered events now (process shutdown); nothing to do where none were recorded."""
+        if "events" in self.__dict__:
+            self.events.close()
+
     def close(self) -> None:
         if self._queue is not None:
             self._queue.close()
+        self.flush_events()
         if self._store is not None:
             self._store.close()
 
@@ -101,6 +116,11 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime(get_settings())
         return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """This process's runtime if one was made, without making one (shutdown hooks)."""
+    return _runtime
 
 
 def set_runtime(rt: Runtime | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -55,6 +56,22 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(20000, ge=1)
     max_top_k: int = Field(1000, ge=1)
 
+    # --- observability -----------------------------------------------------------------------
+    metrics_dir: Path | None = Field(
+        None,
+        description="prometheus-client's multiprocess folder, for several processes behind one /metrics (uvicorn "
+        "--workers N, Celery prefork). Empty it before the processes start; unset: one process, in-memory metrics.",
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="`rr worker` serves /metrics on this port for Prometheus (unset: off)."
+    )
+    events_retention_minutes: int = Field(
+        120, ge=60, description="Recent search and ingestion events kept for the dashboard (it shows 60 minutes)."
+    )
+    events_flush_seconds: float = Field(
+        2.0, gt=0, le=60, description="How often a process writes its buffered events to the store."
+    )
+
     @field_validator("store_url")
     @classmethod
     def _store_url(cls, v: str) -> str:
@@ -68,3 +85,20 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()  # type: ignore[call-arg]  # every field has a default
+
+
+def export_metrics_env(settings: Settings) -> None:
+    """Hand ``metrics_dir`` to prometheus-client, which reads ``PROMETHEUS_MULTIPROC_DIR`` itself.
+
+    prometheus-client picks single- or multi-process mode once, when it is first imported, from that variable. So
+    this runs at process start before the import (``core.metrics`` calls it first thing), and it is here because this
+    module is the one place that touches the environment. The setting is authoritative: a stray
+    ``PROMETHEUS_MULTIPROC_DIR`` without ``RR_METRICS_DIR`` is removed, so the mode always matches what /metrics
+    serves.
+    """
+    os.environ.pop("prometheus_multiproc_dir", None)  # the client's old spelling also switches the mode
+    if settings.metrics_dir is None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return
+    Path(settings.metrics_dir).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(settings.metrics_dir).resolve())

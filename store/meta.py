@@ -231,8 +231,10 @@ class MetaStore:
             job["created_at"],
         )
 
-    def list_jobs(self, tenant: str | None = None) -> list[JobInfo]:
+    def list_jobs(self, tenant: str | None = None, limit: int | None = None) -> list[JobInfo]:
+        """Newest first; ``limit`` keeps only the newest ones before their batches are read (the dashboard)."""
         match: dict[str, Any] = {"kind": "job"}
         if tenant is not None:
             match["tenant"] = tenant
-        return [self.get_job(r["job_id"]) for r in sorted(self._scan(**match), key=lambda r: -r["created_at"])]
+        records = sorted(self._scan(**match), key=lambda r: -r["created_at"])
+        return [self.get_job(r["job_id"]) for r in (records if limit is None else records[:limit])]

@@ -149,3 +149,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     BertModel(cfg).save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real LoRA experts on the tiny model, trained once per session: 'bio' (query side) and 'aero' (both)."""
+    from tests.platform_fixtures import train_tiny_expert
+
+    out = tmp_path_factory.mktemp("tiny-experts")
+    return {
+        "bio": train_tiny_expert(tiny_model, beir_root, "bio", "query", out / "bio"),
+        "aero": train_tiny_expert(tiny_model, beir_root, "aero", "query+document", out / "aero"),
+    }

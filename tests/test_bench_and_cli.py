@@ -19,8 +19,16 @@ from tests.platform_fixtures import make_settings
 def bench(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # type: ignore[type-arg]
     root = tmp_path_factory.mktemp("bench")
     settings = make_settings(tiny_model, root)
-    out = run_quality(settings, beir_root, ("query", "query+document"), None, train_budget_s=30, max_epochs=2,
-                      out_dir=root / "results", console=Console(quiet=True))
+    out = run_quality(
+        settings,
+        beir_root,
+        ("query", "query+document"),
+        None,
+        train_budget_s=30,
+        max_epochs=2,
+        out_dir=root / "results",
+        console=Console(quiet=True),
+    )
     return out, root
 
 
@@ -50,19 +58,35 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
 def test_rerun_from_cache_trains_nothing(bench: tuple[dict, Path], tiny_model: Path, beir_root: Path) -> None:  # type: ignore[type-arg]
     out, root = bench
     settings = make_settings(tiny_model, root)
-    again = run_quality(settings, beir_root, ("query",), None, train_budget_s=30, max_epochs=2,
-                        out_dir=root / "results2", console=Console(quiet=True))
+    again = run_quality(
+        settings,
+        beir_root,
+        ("query",),
+        None,
+        train_budget_s=30,
+        max_epochs=2,
+        out_dir=root / "results2",
+        console=Console(quiet=True),
+    )
     assert "train_query" not in again["seconds"] or again["seconds"]["train_query"] < 5
     assert again["modes"]["query"]["systems"] == out["modes"]["query"]["systems"]
 
 
-def test_cli_eval_and_experts_list(bench: tuple[dict, Path], tiny_model: Path, beir_root: Path,  # type: ignore[type-arg]
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_eval_and_experts_list(
+    bench: tuple[dict, Path],
+    tiny_model: Path,
+    beir_root: Path,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from cli.main import app
 
     out, root = bench
-    for k, v in {"RR_BASE_MODEL": str(tiny_model), "RR_EXPERTS_DIR": str(root / "experts"),
-                 "RR_CACHE_DIR": str(root / "cache"), "RR_BF16": "false"}.items():
+    for k, v in {
+        "RR_BASE_MODEL": str(tiny_model),
+        "RR_EXPERTS_DIR": str(root / "experts"),
+        "RR_CACHE_DIR": str(root / "cache"),
+        "RR_BF16": "false",
+    }.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     try:

@@ -104,4 +104,21 @@ def test_worker_process_ingests_and_search_finds(worker_platform: tuple[TestClie
         "/collections/docs/search", json={"query": "supersonic wing flow", "expert": "base"}, headers=h
     ).json()
     assert {x["id"] for x in res["results"]} == {"b1", "a1", "a2"}
-    assert res["results"][0]["id"] == "a1"
+    # the vectors the worker stored score as this process's encoder says they should
+    enc = rt.retriever.encoder
+    q = enc.encode(["supersonic wing flow"])[0]
+    dvecs = enc.encode([f"{d['title']} {d['text']}" for d in docs], None, "document")
+    expected = {d["id"]: float(v @ q) for d, v in zip(docs, dvecs, strict=True)}
+    for hit in res["results"]:
+        assert hit["score"] == pytest.approx(expected[hit["id"]], abs=1e-3)
+    # The dashboard sees the worker process: it answers Celery's ping, and its ingestion event (flushed by the worker
+    # into the shared store) is counted here.
+    deadline = time.monotonic() + 30
+    while True:
+        data = client.get("/dashboard/data", headers=h).json()
+        if data["ingestion"]["windows"]["5m"]["documents"] == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert data["queue"]["kind"] == "celery" and data["queue"]["workers"] == 1, data["queue"]
+    assert data["ingestion"]["windows"]["5m"]["documents"] == 3, data["ingestion"]
+    assert [e["encoder"] for e in data["ingestion"]["encoders"]] == ["base"]

@@ -13,20 +13,60 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_compose_file_validates() -> None:
+def _config() -> dict:  # type: ignore[type-arg]
+    """The file as docker-compose resolves it (anchors merged, variables set)."""
     exe = shutil.which("docker-compose")
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing in CI; .ci/run installs Debian's docker-compose")
         pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
-    out = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                         env={**os.environ, "RR_ADMIN_KEY": "test-key"}, check=False)
+    out = subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RR_ADMIN_KEY": "test-key"},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
-    cfg = yaml.safe_load(out.stdout)
-    services = cfg["services"]
-    assert {"qdrant", "redis", "api", "worker"} <= set(services)
+    return yaml.safe_load(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_compose_file_validates() -> None:
+    services = _config()["services"]
+    assert {"qdrant", "redis", "api", "worker", "prometheus", "flower"} <= set(services)
     assert services["qdrant"]["image"].startswith("qdrant/qdrant:v1.20")
     for name in ("qdrant", "redis", "api"):
         assert "healthcheck" in services[name], name
     assert services["worker"]["environment"]["RR_BROKER_URL"].startswith("redis://")
     assert "ports" not in services["worker"]  # so that `--scale worker=N` works
+
+
+def test_compose_has_prometheus_scraping_api_and_workers() -> None:
+    services = _config()["services"]
+    prom = services["prometheus"]
+    image, _, tag = prom["image"].partition(":")
+    assert image == "prom/prometheus" and tag.startswith("v") and tag != "latest"  # pinned
+    assert "healthcheck" in prom
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prom["volumes"] if isinstance(v, str)}
+    config_file = Path(mounts["/etc/prometheus/prometheus.yml"])
+    assert config_file.is_file(), config_file
+    scrape = {j["job_name"]: j for j in yaml.safe_load(config_file.read_text())["scrape_configs"]}
+    targets = {name: (j["dns_sd_configs"][0]["names"], j["dns_sd_configs"][0]["port"]) for name, j in scrape.items()}
+    assert targets == {"rr-api": (["api"], 8000), "rr-worker": (["worker"], 9100)}
+    # The worker serves /metrics on the port Prometheus scrapes; each app container sums its own processes.
+    assert services["worker"]["command"][-2:] == ["--metrics-port", "9100"]
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["RR_METRICS_DIR"] in services[name]["tmpfs"], name  # emptied at every container start
+
+
+def test_compose_has_flower_from_the_app_image() -> None:
+    services = _config()["services"]
+    flower = services["flower"]
+    assert flower["image"] == services["worker"]["image"]
+    assert flower["command"][:3] == ["celery", "-A", "workers.app:celery_app"] and "flower" in flower["command"]
+    assert flower["environment"]["RR_BROKER_URL"] == services["worker"]["environment"]["RR_BROKER_URL"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "admin:test-key"
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])  # not on every interface
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"flower>=' in pyproject

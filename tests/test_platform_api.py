@@ -13,16 +13,12 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.runtime import Runtime
 from router.serving import PILOTS_FILE, SCORES_FILE
-from tests.platform_fixtures import build_pilot_scores, make_settings, train_tiny_expert
+from tests.platform_fixtures import build_pilot_scores, make_settings
 
 
 @pytest.fixture(scope="module")
-def experts(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("tiny-experts")
-    return {
-        "bio": train_tiny_expert(tiny_model, beir_root, "bio", "query", out / "bio"),
-        "aero": train_tiny_expert(tiny_model, beir_root, "aero", "query+document", out / "aero"),
-    }
+def experts(tiny_experts: dict[str, Path]) -> dict[str, Path]:
+    return tiny_experts
 
 
 @pytest.fixture

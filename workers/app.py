@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import worker_process_shutdown, worker_shutdown
+
+from core.runtime import current_runtime
 from core.settings import get_settings
 
 
@@ -19,8 +23,19 @@ def make_celery() -> Celery:
         task_default_queue="rr",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower's task-level view (docker-compose `flower`) follows these events
+        task_send_sent_event=True,
     )
     return app
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _flush_events(**_: Any) -> None:
+    """Write the dashboard events still buffered in this worker process before it exits (solo or prefork child)."""
+    rt = current_runtime()
+    if rt is not None:
+        rt.flush_events()
 
 
 celery_app = make_celery()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from core import metrics
 from core.errors import NotFound
 from ingest.pipeline import backfill_vector, index_documents, validate_documents
 
@@ -14,14 +15,22 @@ log = logging.getLogger(__name__)
 def run_ingest_batch(
     rt: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
 ) -> int:
-    """Encode and store one batch; progress and failures go to the job's batch record."""
+    """Encode and store one batch; progress and failures go to the job's batch record, and the documents and
+    per-encoder seconds to the metrics and the shared event log (the dashboard's ingestion rates)."""
     docs = validate_documents(documents, max_batch=len(documents) or 1)
     info = rt.meta.get_collection(tenant, collection)
     rt.meta.set_batch(job_id, batch, "running", 0, len(docs), [])
     rt.retriever.refresh()
     encoders = [e for e in rt.retriever.document_encoders if info.backfill.get(e, "done") != "dropping"]
-    index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+    timings = index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
     rt.meta.set_batch(job_id, batch, "done", len(docs), len(docs), [])
+    metrics.observe_ingest(len(docs), timings)
+    try:
+        rt.events.record(
+            "ingest", tenant=tenant, collection=collection, job_id=job_id, docs=len(docs), encoders=timings
+        )
+    except Exception:  # the batch is stored; a missing event must not make the task fail and retry
+        log.warning("could not record an ingestion event", exc_info=True)
     return len(docs)
 
 

@@ -36,6 +36,10 @@ class CeleryQueue:
         with self.app.connection_for_write() as conn:
             return int(conn.default_channel.client.llen("rr"))
 
+    def workers(self, timeout: float = 0.5) -> int:
+        """Workers answering a broadcast ping within ``timeout`` seconds (the dashboard's "workers online")."""
+        return len(self.app.control.ping(timeout=timeout) or [])
+
     def close(self) -> None:
         pass
 
@@ -54,6 +58,10 @@ class LocalQueue:
 
     def depth(self) -> int:
         return self._q.qsize()
+
+    def workers(self, timeout: float = 0.5) -> int:
+        """The one in-process worker thread, if it is alive."""
+        return int(self._thread.is_alive())
 
     def _work(self) -> None:
         from workers import tasks

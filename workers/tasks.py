@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import StoreError
+from core.metrics import count_error
 from core.runtime import get_runtime
 from workers.app import celery_app
 from workers.jobs import fail_batch, run_backfill, run_drop_vector, run_ingest_batch, run_score_expert
@@ -27,11 +28,13 @@ def ingest_batch(
         return run_ingest_batch(rt, job_id, batch, tenant, collection, documents)
     except StoreError as e:
         if self.request.retries >= self.max_retries:
+            count_error(type(e).__name__, "worker")
             fail_batch(rt, job_id, batch, documents, f"store error after {self.max_retries} retries: {e}")
             return 0
         rt.meta.set_batch(job_id, batch, "retrying", 0, len(documents), [])
         raise
     except Exception as e:  # a bug or bad data: record the reason, don't retry forever
+        count_error(type(e).__name__, "worker")
         fail_batch(rt, job_id, batch, documents, f"{type(e).__name__}: {e}")
         return 0
 
@@ -43,7 +46,8 @@ def backfill(self: Any, tenant: str, collection: str, expert: str) -> int:
         return run_backfill(rt, tenant, collection, expert)
     except StoreError:
         raise
-    except Exception:
+    except Exception as e:
+        count_error(type(e).__name__, "worker")
         rt.meta.set_backfill(tenant, collection, expert, "failed")
         raise
 

@@ -1,0 +1,77 @@
+"""The operations dashboard: a server-rendered page, its JSON, and a sign-in form that sets an HttpOnly cookie.
+
+A browser navigating to /dashboard cannot send ``Authorization: Bearer``; the form takes the API key once and keeps
+it in a cookie that scripts cannot read (HttpOnly), that is sent only to /dashboard (Path) and never from another
+site (SameSite=Strict). A bearer header works too, for curl and tests.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from api.dashboard import render
+from api.dashboard.data import dashboard_data
+from api.deps import DASHBOARD_COOKIE, RuntimeDep, find_principal
+
+router = APIRouter(prefix="/dashboard", tags=["operations"])
+
+COOKIE_MAX_AGE_S = 12 * 3600
+MAX_FORM_BYTES = 4096
+
+
+@router.get("", response_class=HTMLResponse)
+def page(
+    request: Request,
+    rt: RuntimeDep,
+    refresh: Annotated[int, Query(ge=0, le=3600, description="Seconds between reloads; 0 stops them.")] = 10,
+) -> HTMLResponse:
+    """The dashboard for the signed-in key (the admin's: everything; a tenant's: its own), or the sign-in form."""
+    p = find_principal(rt, request)
+    if p is None:
+        return HTMLResponse(render.sign_in(), status_code=status.HTTP_401_UNAUTHORIZED)
+    data = dashboard_data(rt, None if p.is_admin else p.tenant)
+    return HTMLResponse(render.dashboard(data, refresh), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/data")
+def data(request: Request, rt: RuntimeDep) -> Any:
+    """The figures the page renders, as JSON."""
+    p = find_principal(rt, request)
+    if p is None:
+        return JSONResponse(
+            {"detail": "sign in at /dashboard or send 'Authorization: Bearer <api key>'"},
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return JSONResponse(dashboard_data(rt, None if p.is_admin else p.tenant), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, rt: RuntimeDep) -> Response:
+    """Check the key from the form and keep it in the dashboard's cookie (parsed by hand: no multipart dependency)."""
+    body = await request.body()
+    key = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).get("key", [""])[0].strip()
+    if not key or rt.meta.tenant_for_key(key) is None:
+        return HTMLResponse(render.sign_in("That key is not known."), status_code=status.HTTP_401_UNAUTHORIZED)
+    resp = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
+    resp.set_cookie(
+        DASHBOARD_COOKIE,
+        key,
+        max_age=COOKIE_MAX_AGE_S,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return resp
+
+
+@router.post("/logout")
+def logout() -> Response:
+    resp = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
+    resp.delete_cookie(DASHBOARD_COOKIE, path="/dashboard", httponly=True, samesite="strict")
+    return resp
