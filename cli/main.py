@@ -160,9 +160,10 @@ def bench_quality(
     only: Annotated[str | None, typer.Option(help="Comma-separated dataset names.")] = None,
     budget: Annotated[float, typer.Option(help="Training time budget per expert, seconds.")] = 420.0,
     max_epochs: Annotated[int, typer.Option()] = 15,
+    out: Annotated[Path | None, typer.Option(help="Results folder (default benchmarks/results).")] = None,
 ) -> None:
     """Table 1 on the data at hand: every system, every dataset, both expert modes."""
-    from benchmarks.quality import run_quality
+    from benchmarks.quality import RESULTS, run_quality
 
     try:
         run_quality(
@@ -172,6 +173,7 @@ def bench_quality(
             [o.strip() for o in only.split(",")] if only else None,
             budget,
             max_epochs,
+            out or RESULTS,
             console=console,
         )
     except RRError as e:
