@@ -278,6 +278,7 @@ def train_expert(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.model.save_pretrained(str(out))
+    (out / "README.md").unlink(missing_ok=True)  # peft's model-card template; the manifest says it all
     n_sup = sum(d.n_supervised for d in domains)
     n_syn = sum(d.n_synthetic for d in domains)
     training: dict[str, Any] = {
