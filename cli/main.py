@@ -264,6 +264,7 @@ def serve(
     console.print(f"experts: {', '.join(rt.retriever.experts) or 'none'}; store: {s.store_url} ({s.data_dir})")
     console.print(f"admin key: {key_path or 'RR_ADMIN_KEY'}")
     console.print(f"API: http://{host}:{port}  docs: http://{host}:{port}/docs  redoc: http://{host}:{port}/redoc")
+    console.print(f"dashboard: http://{host}:{port}/dashboard  metrics: http://{host}:{port}/metrics")
     if data is not None:
         threading.Thread(target=_ingest_folder_in_process, args=(rt, data), daemon=True).start()
     uvicorn.run(create_app(rt), host=host, port=port, log_level="info")
