@@ -45,6 +45,7 @@ class Retriever:
         self.store = store  # a store.VectorStore holding the pilot collection
         self._lock = threading.RLock()
         self.manifests: dict[str, Expert] = {}
+        self._root_mtime = registry.root.stat().st_mtime_ns if registry.root.is_dir() else 0  # before listing
         for expert in registry.all():
             self._load(expert)
         self.library: PilotLibrary | None = None
@@ -62,12 +63,17 @@ class Retriever:
     def refresh(self) -> bool:
         """Pick up experts and pilots another process registered or removed (the registry is on a shared volume).
 
-        Cheap: a directory listing and one stat. Returns whether anything changed.
+        Called on every search, so the common case is two stats: the registry folder's mtime changes when an expert
+        directory is renamed in or removed, and pilots.json is replaced atomically. Returns whether anything changed.
         """
         with self._lock:
-            on_disk = {e.name: e for e in self.registry.all()}
             pilots = self.registry.root / PILOTS_FILE
             mtime = pilots.stat().st_mtime if pilots.is_file() else 0.0
+            root_mtime = self.registry.root.stat().st_mtime_ns if self.registry.root.is_dir() else 0
+            if root_mtime == self._root_mtime and mtime == self._pilots_mtime:
+                return False
+            self._root_mtime = root_mtime
+            on_disk = {e.name: e for e in self.registry.all()}
             if set(on_disk) == set(self.manifests) and mtime == self._pilots_mtime:
                 return False
             for name in set(self.manifests) - set(on_disk):
