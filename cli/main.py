@@ -180,6 +180,20 @@ def bench_quality(
         _fail(e)
 
 
+@bench_app.command("precision")
+def bench_precision(
+    data: Annotated[Path, typer.Option(help="One BEIR collection folder.")] = Path("../shared/data/beir/scifact"),
+    n: Annotated[int, typer.Option(help="Documents to encode.")] = 512,
+) -> None:
+    """bf16 autocast against fp32: cosine, neighbour overlap and speed (benchmarks/results/precision.json)."""
+    from benchmarks.precision import run_precision
+
+    try:
+        run_precision(get_settings(), data, n, console)
+    except RRError as e:
+        _fail(e)
+
+
 @bench_app.command("platform")
 def bench_platform(
     data: Annotated[Path, typer.Option(help="One BEIR collection folder.")] = Path("../shared/data/beir/scifact"),
