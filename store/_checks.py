@@ -150,3 +150,8 @@ def missing_docs(collection: str, missing: Sequence[str]) -> NotFound:
     shown = ", ".join(repr(d) for d in list(missing)[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     return NotFound(f"collection {collection!r} has no documents {shown}{more}; upsert them first")
+
+
+def doc_id_of(payload: Mapping[str, Any] | None, point_id: Any) -> str:
+    """The caller's document id of a stored point (kept in the payload; the engine's id is a uuid5 of it)."""
+    return str((payload or {}).get("doc_id", point_id))

@@ -33,6 +33,7 @@ from ._checks import (
     check_payload,
     check_vector_config,
     dim_of,
+    doc_id_of,
     missing_docs,
     unique,
 )
@@ -69,10 +70,6 @@ def _match(key: str, values: list[FilterValue]) -> E.FieldCondition | E.Filter:
 def _filter(filter: Filter | None) -> E.Filter | None:
     conditions = check_filter(filter)
     return E.Filter(must=[_match(k, vs) for k, vs in conditions]) if conditions else None
-
-
-def _doc_id(payload: Mapping[str, Any] | None, pid: Any) -> str:
-    return str((payload or {}).get("doc_id", pid))
 
 
 def _vectors(raw: Any) -> dict[str, list[float]]:
@@ -282,7 +279,8 @@ class EdgeStore:
         with _engine("search", name):
             found = shard.query(request)
         return [
-            Hit(_doc_id(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {}) for p in found
+            Hit(doc_id_of(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {})
+            for p in found
         ]
 
     def count(self, name: str, filter: Filter | None = None) -> int:
@@ -310,7 +308,7 @@ class EdgeStore:
         with _engine("scroll", name):
             records, next_id = shard.scroll(request)
         points = [
-            StoredPoint(_doc_id(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None)
+            StoredPoint(doc_id_of(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None)
             for r in records
         ]
         return points, None if next_id is None else str(next_id)
@@ -323,8 +321,8 @@ class EdgeStore:
         with _engine("retrieve", name):
             records = shard.retrieve([point_id(name, d) for d in wanted], True, with_vectors)  # type: ignore[arg-type]
         by_doc = {
-            _doc_id(r.payload, r.id): StoredPoint(
-                _doc_id(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None
+            doc_id_of(r.payload, r.id): StoredPoint(
+                doc_id_of(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None
             )
             for r in records
         }

@@ -27,6 +27,7 @@ from ._checks import (
     check_offset,
     check_payload,
     check_vector_config,
+    doc_id_of,
     missing_docs,
     unique,
 )
@@ -47,10 +48,6 @@ def _match(key: str, values: list[FilterValue]) -> M.FieldCondition | M.Filter:
 def _filter(filter: Filter | None) -> M.Filter | None:
     conditions = check_filter(filter)
     return M.Filter(must=[_match(k, vs) for k, vs in conditions]) if conditions else None
-
-
-def _doc_id(payload: Mapping[str, Any] | None, pid: Any) -> str:
-    return str((payload or {}).get("doc_id", pid))
 
 
 def _vectors(raw: Any) -> dict[str, list[float]]:
@@ -273,7 +270,8 @@ class QdrantServerStore:
                 with_payload=True if with_payload else ["doc_id"],
             ).points
         return [
-            Hit(_doc_id(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {}) for p in found
+            Hit(doc_id_of(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {})
+            for p in found
         ]
 
     def count(self, name: str, filter: Filter | None = None) -> int:
@@ -302,7 +300,7 @@ class QdrantServerStore:
                 with_vectors=with_vectors,
             )
         points = [
-            StoredPoint(_doc_id(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None)
+            StoredPoint(doc_id_of(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None)
             for r in records
         ]
         return points, None if next_id is None else str(next_id)
@@ -318,8 +316,8 @@ class QdrantServerStore:
                 name, [point_id(name, d) for d in wanted], with_payload=True, with_vectors=with_vectors
             )
         by_doc = {
-            _doc_id(r.payload, r.id): StoredPoint(
-                _doc_id(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None
+            doc_id_of(r.payload, r.id): StoredPoint(
+                doc_id_of(r.payload, r.id), dict(r.payload or {}), _vectors(r.vector) if with_vectors else None
             )
             for r in records
         }

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import DOCS
 from tests.live_server import ADMIN_KEY, bearer, ingest_and_wait, install_experts, live_server, platform_env
 
 pytestmark = pytest.mark.slow
@@ -57,20 +58,7 @@ def _sync_playwright() -> Any:
     return sync_playwright
 
 
-CORPORA = {
-    "bio": [
-        ("b1", "protein gene", "the protein binds the gene in the cell"),
-        ("b2", "cancer drug", "a drug dose for cancer patient in a trial"),
-        ("b3", "tumor cell", "the tumor cell and the protein"),
-        ("b4", "gene trial", "gene trial with patient dose"),
-    ],
-    "aero": [
-        ("a1", "wing flow", "flow over the wing at supersonic mach"),
-        ("a2", "shock layer", "shock and boundary layer on a plate"),
-        ("a3", "heat transfer", "heat transfer in the boundary layer"),
-        ("a4", "airfoil pressure", "pressure on the airfoil with shock"),
-    ],
-}
+CORPORA = DOCS  # the tiny collections of conftest
 
 
 def _docs(corpus: str) -> list[dict[str, Any]]:
