@@ -70,7 +70,12 @@ def partition_valid(raw: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str,
         try:
             (doc,) = validate_documents([d], 1)
         except InvalidInput as e:
-            bad.append((str(d.get("id", "?")) if isinstance(d, Mapping) else "?", str(e).replace("documents[0].", "").replace("documents[0]", "document")))
+            bad.append(
+                (
+                    str(d.get("id", "?")) if isinstance(d, Mapping) else "?",
+                    str(e).replace("documents[0].", "").replace("documents[0]", "document"),
+                )
+            )
             continue
         if doc.id in seen:
             bad.append((doc.id, "duplicate id"))
