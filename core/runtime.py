@@ -45,9 +45,7 @@ class Runtime:
         """Recent searches and ingestion batches, buffered here and shared through the store (``store.events``)."""
         from store.events import EventLog
 
-        return EventLog(
-            self.store, self.settings.events_retention_minutes * 60.0, self.settings.events_flush_seconds
-        )
+        return EventLog(self.store, self.settings.events_retention_minutes * 60.0, self.settings.events_flush_seconds)
 
     @property
     def retriever(self) -> Any:

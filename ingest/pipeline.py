@@ -136,16 +136,12 @@ def index_documents(
 
 def backfill_vector(retriever: Any, store: Any, physical: str, expert: str, batch_size: int = 64) -> int:
     """Encode every stored document of a collection into a newly added named vector; returns how many."""
-    offset: str | None = None
+    from store.base import iter_points
+
     n = 0
-    while True:
-        points, offset = store.scroll(physical, batch_size, offset)
-        if points:
-            texts = [
-                Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")).full_text for p in points
-            ]
-            vecs = retriever.encode_documents(texts, [expert])[expert]
-            store.update_vectors(physical, {p.doc_id: {expert: vecs[i]} for i, p in enumerate(points)})
-            n += len(points)
-        if offset is None:
-            return n
+    for points in batched(iter_points(store, physical, batch_size), batch_size):
+        texts = [Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")).full_text for p in points]
+        vecs = retriever.encode_documents(texts, [expert])[expert]
+        store.update_vectors(physical, {p.doc_id: {expert: vecs[i]} for i, p in enumerate(points)})
+        n += len(points)
+    return n

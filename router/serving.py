@@ -157,7 +157,7 @@ class Retriever:
         Never drops the collection: concurrent routing keeps working. New pilots are written first, stale ones
         deleted after; routing filters on the current experts, so a stale pilot of a removed expert is never used.
         """
-        from store.base import PointIn
+        from store.base import PointIn, iter_points
 
         store = self.store
         if store is None:
@@ -172,13 +172,7 @@ class Retriever:
                 )
                 for p in pilots
             }
-            stored: set[str] = set()
-            offset: str | None = None
-            while True:
-                points, offset = store.scroll(PILOT_COLLECTION, 256, offset)
-                stored.update(p.doc_id for p in points)
-                if offset is None:
-                    break
+            stored = {p.doc_id for p in iter_points(store, PILOT_COLLECTION)}
             if want:
                 store.upsert(PILOT_COLLECTION, list(want.values()))
             stale = sorted(stored - set(want))

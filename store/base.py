@@ -8,7 +8,7 @@ the document id, which makes every write idempotent: a worker that retries a bat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -174,3 +174,13 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Release files, locks and connections."""
         ...
+
+
+def iter_points(store: VectorStore, name: str, batch: int = 256, filter: Filter | None = None) -> Iterator[StoredPoint]:
+    """Every point of a collection (matching ``filter``), paging through ``scroll`` so memory stays bounded."""
+    offset: str | None = None
+    while True:
+        points, offset = store.scroll(name, batch, offset, filter=filter)
+        yield from points
+        if offset is None:
+            return

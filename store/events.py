@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.errors import Conflict
+from store.base import PointIn, iter_points
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,6 @@ class EventLog:
 
     def flush(self) -> int:
         """Write the buffered events now; returns how many were written (0 when the write failed: they stay)."""
-        from store.base import PointIn
 
         with self._flush_lock:
             with self._lock:
@@ -169,13 +169,7 @@ class EventLog:
         return out
 
     def _scan(self, flt: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        offset: str | None = None
-        while True:
-            points, offset = self.store.scroll(EVENTS, 256, offset, filter=flt)
-            for p in points:
-                yield p.payload
-            if offset is None:
-                return
+        return (p.payload for p in iter_points(self.store, EVENTS, filter=flt))
 
     # ---- upkeep --------------------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> int:

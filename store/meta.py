@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound
+from store.base import PointIn, iter_points
 
 META = "_rr_meta"
 ADMIN = "admin"
@@ -65,7 +66,6 @@ class MetaStore:
 
     # ---- generic records ---------------------------------------------------------------------------------
     def _put(self, key: str, payload: dict[str, Any]) -> None:
-        from store.base import PointIn
 
         self.store.upsert(META, [PointIn(key, {_VEC: [1.0]}, payload)])
 
@@ -74,13 +74,7 @@ class MetaStore:
         return found[0].payload if found else None
 
     def _scan(self, **match: Any) -> Iterator[dict[str, Any]]:
-        offset: str | None = None
-        while True:
-            points, offset = self.store.scroll(META, 256, offset, filter=match)
-            for p in points:
-                yield p.payload
-            if offset is None:
-                return
+        return (p.payload for p in iter_points(self.store, META, filter=match))
 
     def _delete(self, *keys: str) -> None:
         self.store.delete(META, list(keys))
