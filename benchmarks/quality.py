@@ -80,6 +80,7 @@ class Bench:
             query_max_length=self.settings.query_max_length,
             doc_max_length=self.settings.doc_max_length,
             val_docs=1000,  # query+document mode re-encodes this corpus sample at every epoch's check
+            device=self.settings.device,
         )
 
     def ensure_experts(self, mode: str, datasets: Sequence[BeirDataset], wb: Workbench) -> ExpertRegistry:

@@ -67,6 +67,7 @@ def experts_train(
             lr=lr,
             query_max_length=s.query_max_length,
             doc_max_length=s.doc_max_length,
+            device=s.device,
         )
         tmp = reg.root / f".{name}.tmp"
         res = train_expert(

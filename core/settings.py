@@ -29,8 +29,13 @@ class Settings(BaseSettings):
     query_max_length: int = Field(256, ge=8, le=512, description="Queries are not cut short: ArguAna's are arguments.")
     doc_max_length: int = Field(256, ge=8, le=512)
     batch_size: int = Field(32, ge=1, le=1024)
-    bf16: bool = Field(True, description="bf16 autocast on CPU for inference (quality measured in benchmarks).")
+    bf16: bool = Field(True, description="bf16 autocast for inference (quality measured in benchmarks).")
     threads: int = Field(0, ge=0, description="torch threads; 0 keeps torch's default.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where encoders and training run: cpu, cuda, cuda:N, or auto (the GPU when torch sees one).",
+    )
 
     # --- places ------------------------------------------------------------------------------
     data_dir: Path = Field(Path("rr-data"), description="Store, keys, job state.")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -88,6 +89,17 @@ def resolve_model_path(name_or_path: str) -> Path | str:
     return name_or_path  # a hub id, for users who have the internet
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes the GPU when torch sees one, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InvalidInput(f"device must be auto, cpu, cuda or cuda:N, got {name!r}", field="device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"device {name!r} was asked for, but torch sees no GPU", field="device")
+    return torch.device(name)
+
+
 def load_base(name_or_path: str) -> tuple[Any, Any, str, bool]:
     """Load tokenizer and model (eval mode, frozen); returns (tokenizer, model, pooling, normalize)."""
     from transformers import AutoModel, AutoTokenizer
@@ -115,11 +127,14 @@ class TextEncoder:
         bf16: bool = True,
         cache: EmbeddingCache | None = None,
         threads: int = 0,
+        device: str = "cpu",
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.base_model = base_model
+        self.device = resolve_device(device)
         self.tokenizer, self.model, self.pooling, self.normalize = load_base(base_model)
+        self.model.to(self.device)
         self.base_fingerprint = model_fingerprint(resolve_model_path(base_model))
         self.query_max_length = query_max_length
         self.doc_max_length = doc_max_length
@@ -187,7 +202,8 @@ class TextEncoder:
         self, texts: Sequence[str], max_length: int, adapter_names: list[str] | None, expert: str | None
     ) -> Tensor:
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        batch = batch.to(self.device)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with torch.inference_mode(), autocast:
             if self._peft is None:
                 out = self.model(**batch)
@@ -199,7 +215,7 @@ class TextEncoder:
             else:
                 self._peft.set_adapter(expert)
                 out = self._peft(**batch)
-        return pool(out.last_hidden_state, batch["attention_mask"], self.pooling, self.normalize)
+        return pool(out.last_hidden_state, batch["attention_mask"], self.pooling, self.normalize).float().cpu()
 
     def encode(
         self,

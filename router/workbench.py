@@ -53,6 +53,7 @@ def make_encoder(settings: Settings) -> TextEncoder:
         bf16=settings.bf16,
         cache=EmbeddingCache(Path(settings.cache_dir) / "embeddings"),
         threads=settings.threads,
+        device=settings.device,
     )
 
 

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     val_docs: int = 3000  # query+document mode: corpus sample the held-out slice is searched in
     keep: str = "best"  # "best" (early stopping's checkpoint) or "last"
+    device: str = "auto"  # "auto": the GPU when torch sees one, else the CPU
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -95,9 +96,11 @@ class _Model:
     def __init__(self, base_model: str, cfg: TrainConfig, init_adapter: str | Path | None = None) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        from router.encoders import load_base
+        from router.encoders import load_base, resolve_device
 
+        self.device = resolve_device(cfg.device)
         self.tokenizer, base, self.pooling, self.normalize = load_base(base_model)
+        base.to(self.device)
         if init_adapter is not None:
             self.model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
         else:
@@ -111,7 +114,8 @@ class _Model:
         from router.encoders import pool
 
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.bf16 else nullcontext()
+        batch = batch.to(self.device)
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else nullcontext()
         with ctx:
             out = self.model(**batch)
         return pool(out.last_hidden_state, batch["attention_mask"], self.pooling, self.normalize)
@@ -123,7 +127,7 @@ class _Model:
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            out[idx] = self.embed([texts[i] for i in idx], max_length).float().numpy()
+            out[idx] = self.embed([texts[i] for i in idx], max_length).float().cpu().numpy()
         self.model.train()
         return out
 
@@ -190,7 +194,7 @@ def train_expert(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, int(0.05 * total_steps))) * max(0.0, 1 - s / total_steps)
     )
-    mats = {k: torch.from_numpy(v) for k, v in (doc_matrices or {}).items()}
+    mats = {k: torch.from_numpy(v).to(m.device) for k, v in (doc_matrices or {}).items()}
     by_name = {d.name: d for d in domains}
 
     def val_score(seed: int) -> float:
@@ -249,7 +253,7 @@ def train_expert(
                     for i in e.positives:
                         if i != p and i in pos_of:
                             mask[r, pos_of[i]] = True
-            loss = info_nce(q, cand, target, mask, cfg.temperature)
+            loss = info_nce(q, cand, target.to(m.device), mask.to(m.device), cfg.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
