@@ -213,7 +213,13 @@ def _rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-SERVABLE = {"router_retriever": "mean", "router_retriever_weighted": "weighted", "router_retriever_nearest": "nearest"}
+SERVABLE = {
+    "router_retriever": "mean",
+    "router_retriever_weighted": "weighted",
+    "router_retriever_nearest": "nearest",
+    "router_retriever_topk": "topk",
+    "router_retriever_domain": "domain",
+}
 
 
 def choose_default_rule(systems: dict[str, dict[str, float]], datasets: Sequence[str]) -> str:

@@ -40,6 +40,10 @@ def experts_train(
     budget: Annotated[float, typer.Option(help="Time budget in seconds.")] = 420.0,
     max_epochs: Annotated[int, typer.Option()] = 15,
     lr: Annotated[float, typer.Option()] = 5e-4,
+    real_share: Annotated[
+        float,
+        typer.Option(help="Where self-supervised pairs top up the data: repeat real queries to this share of rows."),
+    ] = 0.0,
     replace: Annotated[bool, typer.Option(help="Replace an expert of that name.")] = False,
 ) -> None:
     """Train one LoRA expert on a BEIR collection's train split and register it."""
@@ -65,6 +69,7 @@ def experts_train(
             time_budget_s=budget,
             max_epochs=max_epochs,
             lr=lr,
+            real_share=real_share,
             query_max_length=s.query_max_length,
             doc_max_length=s.doc_max_length,
             device=s.device,

@@ -23,7 +23,71 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound
 
-RULES = ("mean", "nearest", "topk", "weighted")
+RULES = ("mean", "nearest", "topk", "weighted", "domain")
+
+
+def aggregate(
+    sims: np.ndarray,
+    owner: np.ndarray,
+    domain_of: np.ndarray,
+    sizes: np.ndarray,
+    n_experts: int,
+    rule: str = "mean",
+    k: int = 3,
+) -> np.ndarray:
+    """Per-expert scores from query-to-pilot similarities; the one implementation of every rule.
+
+    ``sims`` is (n_queries, n_pilots); ``owner``, ``domain_of`` and ``sizes`` give each pilot's expert index, domain
+    index and group size. Returns (n_queries, n_experts), -inf for an expert the rule cannot choose.
+
+    - ``mean``: the paper's rule, the mean similarity over the expert's pilots.
+    - ``nearest``: the official test script's rule, the expert of the single nearest pilot.
+    - ``topk``: the mean over the expert's pilots among the query's ``k`` nearest.
+    - ``weighted``: the mean weighted by group size (a pilot speaks for the queries it stands for).
+    - ``domain``: first the domain (its pilots' size-weighted mean similarity, i.e. the similarity to the centroid
+      of all its training queries), then that domain's largest group's expert, the one Algorithm 1 labelled best on
+      most of the domain's training queries. It routes by where a query comes from, which pilots tell reliably,
+      and leaves the per-query choice of expert to Algorithm 1's labels.
+    """
+    if rule not in RULES:
+        raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+    sims = np.atleast_2d(np.asarray(sims, dtype=np.float32))
+    owner = np.asarray(owner, dtype=int)
+    sizes = np.asarray(sizes, dtype=np.float32)
+    out = np.full((len(sims), n_experts), -np.inf, dtype=np.float32)
+    if sims.shape[1] == 0:
+        return out
+    if rule == "domain":
+        domain_of = np.asarray(domain_of, dtype=int)
+        for d in np.unique(domain_of):
+            members = domain_of == d
+            w = sizes[members]
+            score = sims[:, members] @ w / w.sum()
+            leader = owner[members][w == w.max()].min()  # ties: the first expert by name
+            out[:, leader] = np.maximum(out[:, leader], score)
+        return out
+    if rule == "topk":
+        kk = min(k, sims.shape[1])
+        top = np.argsort(-sims, axis=1)[:, :kk]
+        keep = np.zeros_like(sims, dtype=bool)
+        np.put_along_axis(keep, top, True, axis=1)
+        sims = np.where(keep, sims, np.nan)
+    for e in range(n_experts):
+        mine = owner == e
+        if not mine.any():
+            continue
+        cols = sims[:, mine]
+        if rule == "weighted":
+            w = sizes[mine]
+            out[:, e] = cols @ w / w.sum()
+        elif rule == "nearest":
+            out[:, e] = cols.max(axis=1)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the expert is not in the top k
+                m = np.nanmean(cols, axis=1)
+            out[:, e] = np.where(np.isnan(m), -np.inf, m)
+    return out
 
 
 @dataclass
@@ -174,32 +238,11 @@ class PilotLibrary:
 
     def expert_scores(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> np.ndarray:
         """(n_queries, n_routable) scores per expert under ``rule``; higher is better."""
-        if rule not in RULES:
-            raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
         q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
         sims = q @ self.matrix.T  # cosine: both sides are unit vectors
-        n_exp = len(self.routable)
-        out = np.full((len(q), n_exp), -np.inf, dtype=np.float32)
-        if rule == "topk":
-            kk = min(k, sims.shape[1])
-            top = np.argsort(-sims, axis=1)[:, :kk]
-            keep = np.zeros_like(sims, dtype=bool)
-            np.put_along_axis(keep, top, True, axis=1)
-            sims = np.where(keep, sims, np.nan)
-        for e in range(n_exp):
-            cols = sims[:, self.owner == e]
-            if rule == "weighted":  # a pilot speaks with the weight of the queries it stands for
-                w = self.sizes[self.owner == e]
-                out[:, e] = cols @ w / w.sum()
-                continue
-            if rule == "nearest":
-                out[:, e] = cols.max(axis=1)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the expert is not in the top k
-                    m = np.nanmean(cols, axis=1)
-                out[:, e] = np.where(np.isnan(m), -np.inf, m)
-        return out
+        domains = sorted({p.domain for p in self.pilots})
+        domain_of = np.array([domains.index(p.domain) for p in self.pilots])
+        return aggregate(sims, self.owner, domain_of, self.sizes, len(self.routable), rule, k)
 
     def route(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> list[RouteDecision]:
         scores = self.expert_scores(query_embeddings, rule, k)

@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import InvalidInput, NotFound
 from router.encoders import BASE, TextEncoder
 from router.experts import Expert, ExpertRegistry
-from router.pilots import PilotLibrary, PilotScores
+from router.pilots import PilotLibrary, PilotScores, aggregate
 from store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,8 @@ class Retriever:
 
     def route(self, query: str, allowed: Sequence[str] | None = None) -> Route:
         """Routing as a query on the pilot collection: similarity to every pilot of the allowed experts, aggregated
-        per expert by the library's rule (the paper's mean; size-weighted mean or nearest if the benchmark chose
-        one, see pilots.json), highest wins."""
+        per expert by the library's rule (:func:`router.pilots.aggregate`; the rule is stored in pilots.json),
+        highest wins."""
         t0 = time.perf_counter()
         base_vec = self.encode_query(query, BASE)
         t1 = time.perf_counter()
@@ -205,19 +205,17 @@ class Retriever:
         hits = self.store.search(
             PILOT_COLLECTION, BASE, base_vec, limit=max(1, len(self.library)), filter={"expert": candidates}
         )
-        sims: dict[str, list[tuple[float, int]]] = {}
-        for h in hits:
-            sims.setdefault(h.payload["expert"], []).append((h.score, int(h.payload.get("size", 1))))
-        rule = self.library.rule
-        scores: dict[str, float] = {}
-        for e, pairs in sims.items():
-            s, w = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.float64)
-            if rule == "weighted":
-                scores[e] = float(s @ w / w.sum())
-            elif rule == "nearest":
-                scores[e] = float(s.max())
-            else:
-                scores[e] = float(s.mean())
+        experts = sorted({h.payload["expert"] for h in hits})
+        domains = sorted({h.payload.get("domain", "") for h in hits})
+        agg = aggregate(
+            np.array([[h.score for h in hits]], dtype=np.float32),
+            np.array([experts.index(h.payload["expert"]) for h in hits]),
+            np.array([domains.index(h.payload.get("domain", "")) for h in hits]),
+            np.array([int(h.payload.get("size", 1)) for h in hits], dtype=np.float32),
+            len(experts),
+            self.library.rule,
+        )[0]
+        scores = {e: float(v) for e, v in zip(experts, agg, strict=True) if np.isfinite(v)}
         t2 = time.perf_counter()
         timings = {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000}
         if not scores:

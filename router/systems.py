@@ -31,6 +31,7 @@ EXTRA_SYSTEMS = (
     "router_retriever_nearest",
     "router_retriever_topk",
     "router_retriever_weighted",
+    "router_retriever_domain",
     "router_retriever_fusion",
 )
 
@@ -103,6 +104,8 @@ class SystemSuite:
             return [r.expert for r in self.library.route(t.base_emb, "topk", k=3)]
         if system == "router_retriever_weighted":
             return [r.expert for r in self.library.route(t.base_emb, "weighted")]
+        if system == "router_retriever_domain":
+            return [r.expert for r in self.library.route(t.base_emb, "domain")]
         if system == "router_retriever_loo":
             return [r.expert for r in self.loo_library(t.name).route(t.base_emb, "mean")]
         if system == "dataset_oracle":

@@ -86,6 +86,32 @@ def test_mean_rule_differs_from_nearest() -> None:
         lib.route(q, "vote")
 
 
+def test_domain_rule_routes_by_domain_then_its_majority_expert() -> None:
+    from router.pilots import Pilot
+
+    # Domain d1 (around x): A won 30 of its training queries, B won 2, and B's stray pilot sits right on the query.
+    # Domain d2 (around y): B won 40, A won 1.
+    lib = PilotLibrary(
+        [
+            Pilot("A", "d1", 30, _unit(1, 0.2)),
+            Pilot("B", "d1", 2, _unit(1, 0)),
+            Pilot("A", "d2", 1, _unit(0.3, 1)),
+            Pilot("B", "d2", 40, _unit(0, 1)),
+        ]
+    )
+    q = _unit(1, 0)[None, :]
+    assert lib.route(q, "nearest")[0].expert == "B"  # the stray pilot wins the single-nearest rule
+    d = lib.route(q, "domain")[0]
+    assert d.expert == "A"  # the query is from d1, whose training queries A served best
+    want = (30 * float(_unit(1, 0.2)[0]) + 2 * 1.0) / 32
+    assert d.scores["A"] == pytest.approx(want, abs=1e-6)
+    assert lib.route(_unit(0.1, 1)[None, :], "domain")[0].expert == "B"
+    # A domain whose largest groups tie goes to the first expert by name.
+    tie = PilotLibrary([Pilot("B", "d1", 5, _unit(1, 0)), Pilot("A", "d1", 5, _unit(0, 1))])
+    assert tie.route(q, "domain")[0].expert == "A"
+    assert tie.expert_scores(q, "domain")[0, 1] == -np.inf  # B leads no domain: never chosen
+
+
 def test_removing_an_expert_relabels_without_training(scores: PilotScores, tmp_path: Path) -> None:
     scores.remove_expert("B")
     lib = scores.build()

@@ -49,6 +49,10 @@ class TrainConfig:
     val_docs: int = 3000  # query+document mode: corpus sample the held-out slice is searched in
     keep: str = "best"  # "best" (early stopping's checkpoint) or "last"
     device: str = "auto"  # "auto": the GPU when torch sees one, else the CPU
+    # Where self-supervised pairs top up a domain, its few real queries are repeated (each time with a fresh
+    # positive) until they make about this share of an epoch's rows; 0 leaves them at their natural share.
+    real_share: float = 0.0
+    max_repeats: int = 20
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -64,6 +68,8 @@ class TrainConfig:
             raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout}", field="dropout")
         if self.keep not in ("best", "last"):
             raise InvalidInput(f"keep must be 'best' or 'last', got {self.keep!r}", field="keep")
+        if not 0 <= self.real_share < 1:
+            raise InvalidInput(f"real_share must be in [0, 1), got {self.real_share}", field="real_share")
         if not 0 < self.val_fraction < 0.5:
             raise InvalidInput(f"val_fraction must be in (0, 0.5), got {self.val_fraction}", field="val_fraction")
 
@@ -88,6 +94,16 @@ def _split(examples: list[Example], cfg: TrainConfig, rng: random.Random) -> tup
         val += synth[:n_sval]
         fit += synth[n_sval:]
     return fit, val
+
+
+def repeats_for_real(fit: list[Example], cfg: TrainConfig) -> int:
+    """How many times each real query appears per epoch so real queries make ``cfg.real_share`` of the rows."""
+    n_real = sum(not e.synthetic for e in fit)
+    n_synth = len(fit) - n_real
+    if cfg.real_share <= 0 or n_real == 0 or n_synth == 0:
+        return 1
+    want = cfg.real_share * n_synth / ((1 - cfg.real_share) * n_real)
+    return max(1, min(cfg.max_repeats, round(want)))
 
 
 class _Model:
@@ -189,7 +205,12 @@ def train_expert(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     splits = {d.name: _split(list(d.examples), cfg, rng) for d in domains}
     n_fit_rows = sum(len(splits[d.name][0]) for d in domains)
-    steps_per_epoch = sum(math.ceil(len(splits[d.name][0]) / cfg.batch_size) for d in domains)
+
+    def rows_per_epoch(fit: list[Example]) -> int:
+        reps = repeats_for_real(fit, cfg)
+        return sum(1 if e.synthetic else reps for e in fit)
+
+    steps_per_epoch = sum(math.ceil(rows_per_epoch(splits[d.name][0]) / cfg.batch_size) for d in domains)
     total_steps = max(1, steps_per_epoch * cfg.max_epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, int(0.05 * total_steps))) * max(0.0, 1 - s / total_steps)
@@ -224,7 +245,9 @@ def train_expert(
         batches: list[tuple[str, list[tuple[Example, int]]]] = []
         for d in domains:
             # One row per query per epoch, its positive drawn afresh: NFCorpus has 40+ judged documents a query.
-            rows = [(e, rng.choice(e.positives)) for e in splits[d.name][0]]
+            fit = splits[d.name][0]
+            reps = repeats_for_real(fit, cfg)
+            rows = [(e, rng.choice(e.positives)) for e in fit for _ in range(1 if e.synthetic else reps)]
             rng.shuffle(rows)
             batches += [(d.name, rows[i : i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)]
         rng.shuffle(batches)
@@ -291,6 +314,7 @@ def train_expert(
         "self_supervised_pairs": n_syn,
         "self_supervised": "title->document, else body sentence->document" if n_syn else None,
         "training_rows": n_fit_rows,
+        "real_query_repeats": {d.name: repeats_for_real(splits[d.name][0], cfg) for d in domains},
         "held_out": {n: len(splits[n][1]) for n in splits},
         "negatives": "whole frozen-base corpus of the domain" if cfg.sides == "query" else "in-batch documents",
         "best_epoch": best_epoch,
