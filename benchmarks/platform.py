@@ -17,21 +17,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.errors import RRError
+from api.client import checked, wait_for_jobs
 from ingest.beir import iter_corpus, load_dataset
 from router.evaluation import mean, ndcg_at_10
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _ok(r: httpx.Response) -> Any:
-    if r.status_code >= 400:
-        raise RRError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}")
-    return r.json() if r.content else None
-
-
 def run_platform_check(
-    base_url: str, key: str, data: Path, collection: str, console: Console, batch: int = 500
+    base_url: str,
+    key: str,
+    data: Path,
+    collection: str,
+    console: Console,
+    batch: int = 500,
+    out_dir: Path = RESULTS,
 ) -> dict[str, Any]:
     ds = load_dataset(data, ("test",))
     queries = ds.split_queries("test")
@@ -39,32 +39,29 @@ def run_platform_check(
     out: dict[str, Any] = {"dataset": ds.name, "documents": len(docs), "queries": len(queries)}
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
         if c.get(f"/collections/{collection}").status_code == 200:
-            _ok(c.delete(f"/collections/{collection}"))
-        _ok(c.post("/collections", json={"name": collection}))
+            checked(c.delete(f"/collections/{collection}"))
+        checked(c.post("/collections", json={"name": collection}))
         t0 = time.monotonic()
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as prog:
             task = prog.add_task("ingest", total=len(docs))
             jobs = [
-                _ok(c.post(f"/collections/{collection}/documents", json={"documents": docs[i : i + batch]}))["job_id"]
+                checked(c.post(f"/collections/{collection}/documents", json={"documents": docs[i : i + batch]}))[
+                    "job_id"
+                ]
                 for i in range(0, len(docs), batch)
             ]
-            while True:
-                states = [_ok(c.get(f"/jobs/{j}")) for j in jobs]
-                prog.update(task, completed=sum(s["done"] for s in states))
-                if all(s["status"] in ("done", "failed") for s in states):
-                    break
-                time.sleep(2)
+            states = wait_for_jobs(c, jobs, lambda n: prog.update(task, completed=n), interval_s=2.0)
         out["ingest_seconds"] = round(time.monotonic() - t0, 1)
         out["job_status"] = sorted({s["status"] for s in states})
-        out["stored"] = _ok(c.get(f"/collections/{collection}"))["documents"]
+        out["stored"] = checked(c.get(f"/collections/{collection}"))["documents"]
         run: dict[str, dict[str, float]] = {}
         chosen: dict[str, int] = {}
         lat = []
         for qid, text in queries.items():
             t = time.perf_counter()
-            res = _ok(c.post(f"/collections/{collection}/search", json={"query": text, "top_k": 11}))
+            res = checked(c.post(f"/collections/{collection}/search", json={"query": text, "top_k": 11}))
             lat.append((time.perf_counter() - t) * 1000)
             hits = {h["id"]: h["score"] for h in res["results"] if h["id"] != qid}
             run[qid] = dict(list(hits.items())[:10])
@@ -81,18 +78,20 @@ def run_platform_check(
         }
     )
     q = RESULTS / "quality.json"
-    if q.is_file():
+    if q.is_file():  # the offline score of the rule the platform serves (pilots.json records it)
         offline = json.loads(q.read_text())
-        mode = offline["default_mode"]
-        ref = offline["modes"][mode]["systems"]["router_retriever"].get(ds.name)
+        mode = offline["modes"][offline["default_mode"]]
+        served = mode.get("default_rule", "router_retriever")
+        ref = mode["systems"][served].get(ds.name)
         if ref is not None:
-            out["offline_router_retriever"] = ref
+            out["offline_system"] = served
+            out["offline_ndcg@10"] = ref
             out["difference"] = round(score - ref, 4)
     table = Table(title=f"platform check on {ds.name}")
-    for k in ("documents", "stored", "ingest_seconds", "ndcg@10", "offline_router_retriever", "difference"):
+    for k in ("documents", "stored", "ingest_seconds", "ndcg@10", "offline_system", "offline_ndcg@10", "difference"):
         table.add_row(k, str(out.get(k)))
     table.add_row("search p50/p95 ms", f"{out['search_ms']['p50']} / {out['search_ms']['p95']}")
     console.print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"platform_{ds.name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"platform_{ds.name}.json").write_text(json.dumps(out, indent=2) + "\n")
     return out

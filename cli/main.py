@@ -253,14 +253,14 @@ def _api(url: str | None, key: str | None) -> tuple[str, dict[str, str]]:
 def _check(resp: object) -> dict:  # type: ignore[type-arg]
     import httpx
 
+    from api.client import checked
+
     assert isinstance(resp, httpx.Response)
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text
-        _fail(RRError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {detail}"))
-    return resp.json() if resp.content else {}
+    try:
+        out: dict = checked(resp)  # type: ignore[type-arg]
+    except RRError as e:
+        _fail(e)
+    return out
 
 
 @app.command()
@@ -370,10 +370,10 @@ def ingest(
     skip_invalid: Annotated[bool, typer.Option(help="Skip (and list) documents the API would reject.")] = False,
 ) -> None:
     """Send documents through the API's queue, with a progress bar."""
-    import time
-
     import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.client import wait_for_jobs
 
     base, headers = _api(url, key)
     if not source.exists():
@@ -405,12 +405,10 @@ def ingest(
                 prog.advance(sent, len(chunk))
             if wait:
                 stored = prog.add_task("stored", total=len(docs))
-                while True:
-                    states = [_check(client.get(f"/jobs/{j}")) for j in jobs]
-                    prog.update(stored, completed=sum(s["done"] for s in states))
-                    if all(s["status"] in ("done", "failed") for s in states):
-                        break
-                    time.sleep(1.0)
+                try:
+                    states = wait_for_jobs(client, jobs, lambda n: prog.update(stored, completed=n))
+                except RRError as e:
+                    _fail(e)
                 failed = [e for s in states for e in s["errors"]]
                 if failed:
                     _fail(RRError(f"{len(failed)} batches failed; first: {failed[0]}"))

@@ -1,0 +1,85 @@
+"""`rr ingest`, `rr search` and `rr bench platform` against a real running platform (uvicorn in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.platform import run_platform_check
+from cli.main import app
+from tests.conftest import DOCS
+from tests.live_server import ADMIN_KEY, bearer, install_experts, live_server, platform_env
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    tiny_model: Path, beir_root: Path, tiny_experts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("cli-client")
+    install_experts(tiny_model, beir_root, tiny_experts, root / "experts")
+    with live_server(platform_env(tiny_model, root), root / "api.log") as base:
+        yield base
+
+
+def _rr(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, " ".join(res.output.split())  # rich wraps long lines at the terminal's width
+
+
+def _count(base: str, collection: str) -> int:
+    r = httpx.get(f"{base}/collections/{collection}", headers=bearer(ADMIN_KEY))
+    return int(r.json()["documents"]) if r.status_code == 200 else -1
+
+
+def test_ingest_a_beir_folder_then_search_it(base_url: str, beir_root: Path) -> None:
+    code, out = _rr("ingest", str(beir_root / "bio"), "--collection", "bio", "--url", base_url, "--key", ADMIN_KEY)
+    assert code == 0, out
+    assert f"{len(DOCS['bio'])} documents into 'bio'" in out
+    assert _count(base_url, "bio") == len(DOCS["bio"])
+    code, out = _rr("search", "protein cancer", "--collection", "bio", "--url", base_url, "--key", ADMIN_KEY)
+    assert code == 0, out
+    assert "expert:" in out
+
+
+def test_ingest_refuses_invalid_documents_before_sending_anything(base_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "docs.jsonl"
+    good = {"id": "ok1", "title": "t", "text": "protein in the cell"}
+    src.write_text(json.dumps(good) + "\n" + json.dumps({"id": "", "text": "no id"}) + "\n")
+    args = ("ingest", str(src), "--collection", "mixed", "--url", base_url, "--key", ADMIN_KEY)
+    code, out = _rr(*args)
+    assert code == 2
+    assert "1 documents would be rejected" in out and "--skip-invalid" in out
+    assert _count(base_url, "mixed") == -1  # nothing was created or sent
+    code, out = _rr(*args, "--skip-invalid")
+    assert code == 0, out
+    assert "skipped" in out
+    assert _count(base_url, "mixed") == 1
+
+
+def test_ingest_reports_a_bad_key_and_a_broken_file(base_url: str, beir_root: Path, tmp_path: Path) -> None:
+    code, out = _rr("ingest", str(beir_root / "bio"), "--collection", "x", "--url", base_url, "--key", "wrong")
+    assert code == 2 and "401" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "fine"}\n{not json\n')
+    code, out = _rr("ingest", str(bad), "--collection", "x", "--url", base_url, "--key", ADMIN_KEY)
+    assert code == 2 and ":2:notvalidJSON" in out.replace(" ", "")
+
+
+def test_bench_platform_scores_through_the_api(base_url: str, beir_root: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    out = run_platform_check(
+        base_url, ADMIN_KEY, beir_root / "aero", "aero-bench", Console(quiet=True), batch=2, out_dir=tmp_path
+    )
+    assert out["documents"] == len(DOCS["aero"]) == out["stored"]
+    assert out["job_status"] == ["done"]
+    assert 0.0 < out["ndcg@10"] <= 1.0
+    assert json.loads((tmp_path / "platform_aero.json").read_text())["ndcg@10"] == out["ndcg@10"]
