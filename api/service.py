@@ -123,7 +123,8 @@ def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, 
     rt.retriever.refresh()
     allowed = routable_experts(rt, info) if info is not None else None
     r = rt.retriever.route(query, allowed)
-    return {"expert": r.expert, "scores": r.scores, "timings": r.timings}
+    lib = rt.retriever.library
+    return {"expert": r.expert, "rule": lib.rule if lib is not None else None, "scores": r.scores, "timings": r.timings}
 
 
 def search(

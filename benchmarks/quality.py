@@ -184,17 +184,21 @@ class Bench:
         suite.library.rule = SERVABLE[default_rule]  # what the platform serves
         suite.library.save(reg.root / "pilots.json")
         matrix = {e: {d: round(mean(t.scores[e]), 4) for d, t in tables.items()} for e in [*names, MULTI_TASK, BASE]}
-        routing = {}
+        routing: dict[str, dict[str, float]] = {}
+        routing_served: dict[str, dict[str, float]] = {}
         for d, t in tables.items():
             ch = suite.choices("router_retriever", t)
-            assert ch is not None
+            served = suite.choices(default_rule, t)
+            assert ch is not None and served is not None
             routing[d] = shares(ch, names)
+            routing_served[d] = shares(served, names)
         beats = {e: matrix[e][e] > matrix[BASE][e] for e in names if e in matrix[e]}
         return {
             "default_rule": default_rule,
             "systems": systems,
             "expert_matrix": matrix,
             "routing": routing,
+            "routing_served": routing_served,
             "expert_beats_base_in_domain": beats,
             "pilots": len(suite.library),
             "experts": {
@@ -235,6 +239,24 @@ def choose_default_rule(systems: dict[str, dict[str, float]], datasets: Sequence
     return best
 
 
+MODE_MARGIN = 0.01  # query+document must win by a point on average to pay for one document pass per expert
+
+
+def choose_default_mode(modes: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Quality against ingestion cost: query-side experts need one document encoding per collection; experts on
+    both sides need one per expert (and a backfill of every collection when an expert is added). The
+    query+document mode becomes the default only if its served rule wins on average by MODE_MARGIN."""
+    if "query" not in modes or "query+document" not in modes:
+        only = next(iter(modes))
+        return only, f"only {only} was measured"
+    q, qd = (modes[m]["systems"][modes[m]["default_rule"]]["avg"] for m in ("query", "query+document"))
+    n_encoders = len(modes["query+document"]["expert_matrix"]) - 2  # experts without multi_task and base
+    cost = f"query+document encodes each document {n_encoders} times instead of once"
+    if qd - q >= MODE_MARGIN:
+        return "query+document", f"{100 * qd:.1f} vs {100 * q:.1f} on average, worth the cost ({cost})"
+    return "query", f"query+document reaches {100 * qd:.1f} vs {100 * q:.1f}, not enough to pay for it ({cost})"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     ds = result["datasets"]
     lines = [f"# Quality (nDCG@10 x 100, test splits) — commit {result['commit'][:10]}", ""]
@@ -254,12 +276,19 @@ def render_markdown(result: dict[str, Any]) -> str:
         ]
         for e, row in body["expert_matrix"].items():
             lines.append(f"| {e} | " + " | ".join(f"{100 * row[d]:.1f}" for d in ds) + " |")
-        lines += ["", "Routing shares (router_retriever, rows: dataset):", ""]
-        experts = sorted(next(iter(body["routing"].values())))
-        lines += ["| dataset | " + " | ".join(experts) + " |", "|---|" + "---|" * len(experts)]
-        for d, row in body["routing"].items():
-            lines.append(f"| {d} | " + " | ".join(f"{100 * row[e]:.0f}%" for e in experts) + " |")
-        lines.append("")
+        served = body.get("default_rule", "router_retriever")
+        lines += ["", f"Served rule: {served}.", ""]
+        for key, label in (("routing", "router_retriever"), ("routing_served", served)):
+            if (key == "routing_served" and served == "router_retriever") or key not in body:
+                continue
+            lines += [f"Routing shares ({label}, rows: dataset):", ""]
+            experts = sorted(next(iter(body[key].values())))
+            lines += ["| dataset | " + " | ".join(experts) + " |", "|---|" + "---|" * len(experts)]
+            for d, row in body[key].items():
+                lines.append(f"| {d} | " + " | ".join(f"{100 * row[e]:.0f}%" for e in experts) + " |")
+            lines.append("")
+    if "default_mode_reason" in result:
+        lines += [f"Default mode: {result['default_mode']} ({result['default_mode_reason']}).", ""]
     lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
     return "\n".join(lines)
 
@@ -294,6 +323,7 @@ def run_quality(
     out: dict[str, Any] = {"datasets": [d.name for d in datasets], "default_mode": "query", "modes": {}}
     for mode in modes:
         out["modes"][mode] = bench.run_mode(mode, datasets)
+    out["default_mode"], out["default_mode_reason"] = choose_default_mode(out["modes"])
     bench.seconds["total"] = round(time.monotonic() - start, 1)
     out["commit"] = _commit()
     out["seconds"] = bench.seconds

@@ -55,7 +55,7 @@ class Runtime:
                 from router.workbench import make_encoder, registry_for
 
                 self._retriever = Retriever(
-                    make_encoder(self.settings), registry_for(self.settings, "query"), self.store
+                    make_encoder(self.settings), registry_for(self.settings, self.settings.expert_mode), self.store
                 )
             return self._retriever
 

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("rr-data"), description="Store, keys, job state.")
     cache_dir: Path = Field(Path(".rr-cache"), description="Embedding cache and benchmark work files.")
     experts_dir: Path = Field(REPO_ROOT / "experts", description="Expert directories and the pilot library.")
+    expert_mode: str = Field(
+        "query",
+        pattern=r"^(query|query\+document)$",
+        description="Which experts the platform serves: query-side (documents encoded once, by the base) or "
+        "query+document (each expert also encodes documents into its own named vector).",
+    )
     beir_dir: Path = Field(REPO_ROOT.parent / "shared" / "data" / "beir", description="Folder of BEIR collections.")
 
     # --- platform ----------------------------------------------------------------------------

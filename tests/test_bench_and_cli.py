@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchmarks.quality import run_quality
+from benchmarks.quality import SERVABLE, choose_default_mode, run_quality
 from core.settings import get_settings
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS
 from tests.platform_fixtures import make_settings
@@ -36,14 +36,16 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
     out, root = bench
     on_disk = json.loads((root / "results" / "quality.json").read_text())
     assert on_disk["datasets"] == ["aero", "bio"] == out["datasets"]
-    assert on_disk["default_mode"] == "query"
+    assert on_disk["default_mode"] == choose_default_mode(on_disk["modes"])[0]
+    assert on_disk["default_mode_reason"] == choose_default_mode(on_disk["modes"])[1]
     assert set(on_disk["modes"]) == {"query", "query+document"}
     for body in on_disk["modes"].values():
         assert set(PAPER_SYSTEMS) | set(EXTRA_SYSTEMS) == set(body["systems"])
         for row in body["systems"].values():
             assert set(row) == {"aero", "bio", "avg"} and all(0.0 <= v <= 1.0 for v in row.values())
         assert set(body["expert_matrix"]) == {"aero", "bio", "multi_task", "base"}
-        assert set(body["routing"]) == {"aero", "bio"}
+        assert set(body["routing"]) == {"aero", "bio"} == set(body["routing_served"])
+        assert body["default_rule"] in SERVABLE
         for shares in body["routing"].values():
             assert abs(sum(shares.values()) - 1.0) < 1e-6
         s = body["systems"]
@@ -53,6 +55,24 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
     assert (root / "results" / "quality.md").read_text().startswith("# Quality")
     assert (root / "experts" / "query" / "pilots.json").is_file()
     assert (root / "experts" / "query-document" / "aero" / "manifest.json").is_file()
+
+
+def _modes(query_avg: float, qd_avg: float) -> dict:  # type: ignore[type-arg]
+    def body(avg: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "default_rule": "router_retriever",
+            "systems": {"router_retriever": {"avg": avg}},
+            "expert_matrix": {"a": {}, "b": {}, "multi_task": {}, "base": {}},
+        }
+
+    return {"query": body(query_avg), "query+document": body(qd_avg)}
+
+
+def test_the_default_mode_weighs_quality_against_ingestion_cost() -> None:
+    assert choose_default_mode(_modes(0.50, 0.505))[0] == "query"  # half a point does not pay for 2 passes
+    mode, why = choose_default_mode(_modes(0.50, 0.52))
+    assert mode == "query+document" and "52.0 vs 50.0" in why and "2 times" in why
+    assert choose_default_mode({"query": _modes(0.5, 0.5)["query"]}) == ("query", "only query was measured")
 
 
 def test_rerun_from_cache_trains_nothing(bench: tuple[dict, Path], tiny_model: Path, beir_root: Path) -> None:  # type: ignore[type-arg]

@@ -105,6 +105,7 @@ def test_ingest_search_and_idempotence(platform: tuple[TestClient, Runtime]) -> 
     assert forced["route"]["expert"] == "base" and "text" in forced["results"][0]
     routed = client.post("/route", json={"query": "protein gene"}, headers=h).json()
     assert set(routed["scores"]) == {"bio"}
+    assert routed["rule"] == rt.retriever.library.rule  # the rule pilots.json records
 
 
 def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
