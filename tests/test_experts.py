@@ -114,3 +114,31 @@ def test_encoder_experts_cache_and_mixed_batches(tiny_model: Path, trained: dict
         enc.encode(texts, "bio")
     with pytest.raises(IncompatibleExpert):
         enc.add_expert("bio", trained["bio"], base_fingerprint="0" * 16)
+
+
+def test_real_queries_are_repeated_to_the_asked_share() -> None:
+    from router.training.data import Example
+    from router.training.trainer import repeats_for_real
+
+    real = [Example(f"q{i}", "a question", (0,)) for i in range(15)]
+    synth = [Example(f"s{i}", "a title", (1,), synthetic=True) for i in range(960)]
+    assert repeats_for_real(real + synth, TrainConfig()) == 1  # off by default
+    assert repeats_for_real(real + synth, TrainConfig(real_share=0.25)) == 20  # 0.25*960/(0.75*15) = 21.3, capped
+    assert repeats_for_real(real + synth, TrainConfig(real_share=0.1)) == 7  # 0.1*960/(0.9*15) = 7.1
+    assert repeats_for_real(real, TrainConfig(real_share=0.25)) == 1  # nothing to balance against
+    with pytest.raises(InvalidInput, match="real_share"):
+        TrainConfig(real_share=1.0)
+
+
+def test_device_choice_is_checked() -> None:
+    import torch
+
+    from router.encoders import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InvalidInput, match="device must be"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInput, match="sees no GPU"):
+            resolve_device("cuda")
