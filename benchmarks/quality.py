@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -150,11 +151,14 @@ class Bench:
             # Algorithm 1 inputs: every expert on every training query (cached vectors make this cheap to redo).
             t0 = time.monotonic()
             ps = PilotScores()
+            base_train: dict[str, np.ndarray] = {}
             for ds in datasets:
                 if "train" not in ds.qrels:
                     continue
                 qids, base_q = wb.query_matrix(ds, "train", None)
                 ps.add_domain(ds.name, qids, base_q)
+                base_sc = wb.score(ds, "train", None).per_query
+                base_train[ds.name] = np.array([base_sc[q] for q in qids], dtype=np.float32)
                 for name in names:
                     sc = wb.score(ds, "train", name).per_query
                     ps.set_scores(ds.name, name, [sc[q] for q in qids])
@@ -174,7 +178,7 @@ class Bench:
                 tables[ds.name] = DatasetTables(ds.name, qids, base_q, scores, runs, ds.qrels["test"])
             self._timed(f"test_scoring_{mode}", t0)
 
-        suite = SystemSuite(ps, names, {n: n for n in names})
+        suite = SystemSuite(ps, names, {n: n for n in names}, base_train)
         systems: dict[str, dict[str, float]] = {}
         for system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
             row = {d: round(suite.score(system, t), 4) for d, t in tables.items()}
@@ -191,7 +195,7 @@ class Bench:
             served = suite.choices(default_rule, t)
             assert ch is not None and served is not None
             routing[d] = shares(ch, names)
-            routing_served[d] = shares(served, names)
+            routing_served[d] = shares(served, [*names, BASE])
         beats = {e: matrix[e][e] > matrix[BASE][e] for e in names if e in matrix[e]}
         return {
             "default_rule": default_rule,
@@ -201,6 +205,7 @@ class Bench:
             "routing_served": routing_served,
             "expert_beats_base_in_domain": beats,
             "pilots": len(suite.library),
+            "domain_rule_margin": suite.library.margin,
             "experts": {
                 e.name: {
                     "sides": e.manifest.sides,

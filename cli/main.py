@@ -107,7 +107,7 @@ def experts_list(sides: Mode = "query") -> None:
 @experts_app.command("remove")
 def experts_remove(name: str, sides: Mode = "query") -> None:
     """Remove an expert and rebuild the pilots without it (no training)."""
-    from router.pilots import PilotScores
+    from router.pilots import PilotLibrary, PilotScores
     from router.workbench import registry_for
 
     try:
@@ -118,7 +118,11 @@ def experts_remove(name: str, sides: Mode = "query") -> None:
             ps = PilotScores.load(scores_path)
             ps.remove_expert(name)
             ps.save(scores_path)
-            ps.build([e for e in reg.names() if e in ps.experts]).save(reg.root / "pilots.json")
+            lib = ps.build([e for e in reg.names() if e in ps.experts])
+            if (reg.root / "pilots.json").is_file():  # keep the served rule and its margin
+                old = PilotLibrary.load(reg.root / "pilots.json")
+                lib.rule, lib.margin = old.rule, old.margin
+            lib.save(reg.root / "pilots.json")
         console.print(f"removed {name!r}; pilots rebuilt from the remaining experts")
     except RRError as e:
         _fail(e)

@@ -24,6 +24,8 @@ import numpy as np
 from core.errors import InvalidInput, NotFound
 
 RULES = ("mean", "nearest", "topk", "weighted", "domain")
+BASE = "base"  # what a query goes to when a rule can choose no expert (router.encoders.BASE)
+MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
 
 
 def aggregate(
@@ -34,6 +36,7 @@ def aggregate(
     n_experts: int,
     rule: str = "mean",
     k: int = 3,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """Per-expert scores from query-to-pilot similarities; the one implementation of every rule.
 
@@ -47,7 +50,8 @@ def aggregate(
     - ``domain``: first the domain (its pilots' size-weighted mean similarity, i.e. the similarity to the centroid
       of all its training queries), then that domain's largest group's expert, the one Algorithm 1 labelled best on
       most of the domain's training queries. It routes by where a query comes from, which pilots tell reliably,
-      and leaves the per-query choice of expert to Algorithm 1's labels.
+      and leaves the per-query choice of expert to Algorithm 1's labels. A query whose best domain leads the
+      second by less than ``margin`` is ambiguous: every expert gets -inf and the query goes to the base model.
     """
     if rule not in RULES:
         raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
@@ -59,12 +63,17 @@ def aggregate(
         return out
     if rule == "domain":
         domain_of = np.asarray(domain_of, dtype=int)
-        for d in np.unique(domain_of):
+        domains = np.unique(domain_of)
+        per_domain = np.zeros((len(sims), len(domains)), dtype=np.float32)
+        for j, d in enumerate(domains):
             members = domain_of == d
             w = sizes[members]
-            score = sims[:, members] @ w / w.sum()
+            per_domain[:, j] = sims[:, members] @ w / w.sum()
             leader = owner[members][w == w.max()].min()  # ties: the first expert by name
-            out[:, leader] = np.maximum(out[:, leader], score)
+            out[:, leader] = np.maximum(out[:, leader], per_domain[:, j])
+        if margin > 0 and len(domains) > 1:
+            top2 = -np.sort(-per_domain, axis=1)[:, :2]
+            out[top2[:, 0] - top2[:, 1] < margin] = -np.inf
         return out
     if rule == "topk":
         kk = min(k, sims.shape[1])
@@ -220,6 +229,7 @@ class PilotLibrary:
         if rule not in RULES:
             raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
         self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose a better one
+        self.margin = 0.0  # the domain rule's fallback to the base model (fitted on training queries)
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
         owners = {p.expert for p in self.pilots}
@@ -242,21 +252,51 @@ class PilotLibrary:
         sims = q @ self.matrix.T  # cosine: both sides are unit vectors
         domains = sorted({p.domain for p in self.pilots})
         domain_of = np.array([domains.index(p.domain) for p in self.pilots])
-        return aggregate(sims, self.owner, domain_of, self.sizes, len(self.routable), rule, k)
+        return aggregate(sims, self.owner, domain_of, self.sizes, len(self.routable), rule, k, self.margin)
 
     def route(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> list[RouteDecision]:
         scores = self.expert_scores(query_embeddings, rule, k)
         best = scores.argmax(axis=1)
         return [
-            RouteDecision(self.routable[b], {e: float(s) for e, s in zip(self.routable, row, strict=True)})
+            RouteDecision(
+                self.routable[b] if np.isfinite(row[b]) else BASE,  # no expert the rule can choose: the base model
+                {e: float(s) for e, s in zip(self.routable, row, strict=True)},
+            )
             for b, row in zip(best, scores, strict=True)
         ]
+
+    def fit_margin(
+        self,
+        scores: PilotScores,
+        base_scores: Mapping[str, np.ndarray],
+        grid: Sequence[float] = MARGIN_GRID,
+    ) -> float:
+        """Set the domain rule's fallback margin to the one that serves the training queries best (macro nDCG@10
+        over domains; ties: the smaller margin). The training queries built the pilots, so their margins run a
+        little wide; the grid stays small for that reason."""
+        best, best_score = 0.0, -np.inf
+        for m in sorted(grid):
+            self.margin = m
+            per_domain = []
+            for d in sorted(scores.domains):
+                decisions = self.route(scores.embeddings[d], "domain")
+                vals = [
+                    float(base_scores[d][i] if r.expert == BASE else scores.scores[d][r.expert][i])
+                    for i, r in enumerate(decisions)
+                ]
+                per_domain.append(float(np.mean(vals)) if vals else 0.0)
+            total = float(np.mean(per_domain))
+            if total > best_score + 1e-6:  # a real gain, not float noise
+                best, best_score = m, total
+        self.margin = best
+        return best
 
     # ---- persistence -----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {
             "experts": self.experts,
             "rule": self.rule,
+            "margin": self.margin,
             "pilots": [
                 {
                     "expert": p.expert,
@@ -273,7 +313,9 @@ class PilotLibrary:
         pilots = [
             Pilot(p["expert"], p["domain"], int(p["size"]), np.asarray(p["vector"], np.float32)) for p in data["pilots"]
         ]
-        return cls(pilots, data.get("experts"), data.get("rule", "mean"))
+        lib = cls(pilots, data.get("experts"), data.get("rule", "mean"))
+        lib.margin = float(data.get("margin", 0.0))
+        return lib
 
     def save(self, path: str | Path) -> None:
         p = Path(path)

@@ -60,11 +60,20 @@ def shares(choices: Sequence[str], experts: Sequence[str]) -> dict[str, float]:
 class SystemSuite:
     """Fits the routers once on training queries, then scores any dataset's test tables."""
 
-    def __init__(self, pilot_scores: PilotScores, experts: Sequence[str], expert_of_dataset: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        pilot_scores: PilotScores,
+        experts: Sequence[str],
+        expert_of_dataset: Mapping[str, str],
+        base_train_scores: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.pilot_scores = pilot_scores
         self.experts = sorted(experts)
         self.expert_of_dataset = dict(expert_of_dataset)
         self.library = pilot_scores.build(self.experts)
+        self.base_train_scores = base_train_scores
+        if base_train_scores is not None:  # the domain rule's fallback margin, chosen on training queries
+            self.library.fit_margin(pilot_scores, base_train_scores)
         domains = sorted(pilot_scores.domains)
         x = np.concatenate([pilot_scores.embeddings[d] for d in domains])
         labels = np.concatenate([pilot_scores.labels(d, self.experts, d) for d in domains])
@@ -79,7 +88,9 @@ class SystemSuite:
         own = self.expert_of_dataset.get(dataset)
         experts = [e for e in self.experts if e != own]
         domains = [d for d in self.pilot_scores.domains if d != dataset]
-        return self.pilot_scores.build(experts, domains)
+        lib = self.pilot_scores.build(experts, domains)
+        lib.margin = self.library.margin
+        return lib
 
     def choices(self, system: str, t: DatasetTables) -> list[str] | None:
         """The encoder answering each query, or None for systems that are not a per-query choice (fusion)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,36 @@ def test_domain_rule_routes_by_domain_then_its_majority_expert() -> None:
     tie = PilotLibrary([Pilot("B", "d1", 5, _unit(1, 0)), Pilot("A", "d1", 5, _unit(0, 1))])
     assert tie.route(q, "domain")[0].expert == "A"
     assert tie.expert_scores(q, "domain")[0, 1] == -np.inf  # B leads no domain: never chosen
+
+
+def test_domain_rule_falls_back_to_base_when_the_domain_is_ambiguous() -> None:
+    from router.pilots import Pilot
+
+    lib = PilotLibrary([Pilot("A", "d1", 10, _unit(1, 0)), Pilot("B", "d2", 10, _unit(0, 1))])
+    between = _unit(1, 0.98)[None, :]  # nearly as close to d2 as to d1
+    assert lib.route(between, "domain")[0].expert == "A"
+    lib.margin = 0.05
+    assert lib.route(between, "domain")[0].expert == "base"
+    assert lib.route(_unit(1, 0.1)[None, :], "domain")[0].expert == "A"  # a clear case still goes to its expert
+    lib.rule = "domain"
+    assert PilotLibrary.from_json(json.loads(json.dumps(lib.to_json()))).margin == 0.05
+
+
+def test_the_fallback_margin_is_fitted_on_training_queries() -> None:
+    ps = PilotScores()
+    # d1's queries sit near x, d2's near y; q2 of d1 lies between the two, and there A fails where base does well.
+    ps.add_domain("d1", ["q0", "q1", "q2"], np.stack([_unit(1, 0), _unit(1, 0.1), _unit(1, 0.97)]))
+    ps.set_scores("d1", "A", [0.9, 0.9, 0.0])
+    ps.set_scores("d1", "B", [0.1, 0.1, 0.0])
+    ps.add_domain("d2", ["q0", "q1"], np.stack([_unit(0, 1), _unit(0.1, 1)]))
+    ps.set_scores("d2", "A", [0.1, 0.1])
+    ps.set_scores("d2", "B", [0.8, 0.8])
+    lib = ps.build(["A", "B"])
+    base = {"d1": np.array([0.5, 0.5, 0.9]), "d2": np.array([0.5, 0.5])}
+    m = lib.fit_margin(ps, base, grid=(0.0, 0.01, 0.05, 0.5))
+    assert m == 0.05  # sends q2 to the base model, keeps the clear queries with their experts
+    assert [r.expert for r in lib.route(ps.embeddings["d1"], "domain")] == ["A", "A", "base"]
+    assert lib.fit_margin(ps, {"d1": np.zeros(3), "d2": np.zeros(2)}, grid=(0.0, 0.05)) == 0.0
 
 
 def test_removing_an_expert_relabels_without_training(scores: PilotScores, tmp_path: Path) -> None:

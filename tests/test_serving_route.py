@@ -28,6 +28,19 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     ps.save(reg_root / SCORES_FILE)
     lib = ps.build(["aero", "bio"])
     lib.rule = rule
+    if rule == "domain":  # a margin between the queries' domain gaps: some fall back to the base model
+        base_emb = TextEncoder(str(tiny_model), bf16=False).encode(QUERIES)
+        sims = base_emb @ lib.matrix.T
+        doms = sorted({p.domain for p in lib.pilots})
+        per_domain = np.stack(
+            [
+                sims[:, [p.domain == d for p in lib.pilots]] @ lib.sizes[[p.domain == d for p in lib.pilots]]
+                for d in doms
+            ],
+            axis=1,
+        ) / np.array([sum(p.size for p in lib.pilots if p.domain == d) for d in doms])
+        gaps = np.sort(np.abs(per_domain[:, 0] - per_domain[:, 1]))
+        lib.margin = float((gaps[0] + gaps[-1]) / 2)
     lib.save(reg_root / PILOTS_FILE)
     store = EdgeStore(tmp_path / "store")
     r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root), store)
@@ -41,5 +54,8 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
                 assert online.scores[e] == pytest.approx(float(offline[i, j]), abs=1e-4)
             else:  # the rule cannot choose this expert (domain: it leads no domain)
                 assert e not in online.scores
-        assert online.expert == lib.routable[int(np.argmax(offline[i]))]
+        assert online.expert == lib.route(base[i : i + 1], rule)[0].expert
+    if rule == "domain":
+        chosen = {d.expert for d in lib.route(base, rule)}
+        assert "base" in chosen and chosen - {"base"}  # both the fallback and an expert were exercised
     store.close()
