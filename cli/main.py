@@ -129,7 +129,13 @@ def experts_remove(name: str, sides: Mode = "query") -> None:
 
 
 @app.command()
-def route(query: str, sides: Mode = "query", rule: str = "mean") -> None:
+def route(
+    query: str,
+    sides: Mode = "query",
+    rule: Annotated[
+        str | None, typer.Option(help="mean, nearest, topk, weighted or domain (default: the served one)")
+    ] = None,
+) -> None:
     """Show which expert a query is routed to, and the per-expert scores."""
     from router.pilots import PilotLibrary
     from router.workbench import make_encoder, registry_for
@@ -138,8 +144,8 @@ def route(query: str, sides: Mode = "query", rule: str = "mean") -> None:
         s = get_settings()
         lib = PilotLibrary.load(registry_for(s, sides).root / "pilots.json")
         enc = make_encoder(s)
-        (decision,) = lib.route(enc.encode([query], None, "query"), rule)
-        console.print(f"expert: [bold]{decision.expert}[/]")
+        (decision,) = lib.route(enc.encode([query], None, "query"), rule or lib.rule)
+        console.print(f"expert: [bold]{decision.expert}[/]  (rule: {rule or lib.rule})")
         for e, v in sorted(decision.scores.items(), key=lambda kv: -kv[1]):
             console.print(f"  {e:<12} {v:.4f}")
     except RRError as e:

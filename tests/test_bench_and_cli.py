@@ -119,5 +119,12 @@ def test_cli_eval_and_experts_list(
         assert "aero" in res.output and "bio" in res.output
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "nope"), "--system", "base"])
         assert res.exit_code == 2 and "no such collection folder" in res.output
+        served = out["modes"]["query"]["default_rule"]
+        res = runner.invoke(app, ["route", "supersonic wing flow"])
+        assert res.exit_code == 0 and f"(rule: {SERVABLE[served]})" in res.output, res.output
+        res = runner.invoke(app, ["route", "supersonic wing flow", "--rule", "domain"])
+        assert res.exit_code == 0 and "(rule: domain)" in res.output
+        res = runner.invoke(app, ["route", "supersonic wing flow", "--rule", "vote"])
+        assert res.exit_code == 2 and "unknown routing rule" in res.output
     finally:
         get_settings.cache_clear()
