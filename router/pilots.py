@@ -228,7 +228,7 @@ class PilotLibrary:
     def __init__(self, pilots: Sequence[Pilot], experts: Sequence[str] | None = None, rule: str = "mean") -> None:
         if rule not in RULES:
             raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
-        self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose a better one
+        self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose another (quality.py)
         self.margin = 0.0  # the domain rule's fallback to the base model (fitted on training queries)
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
