@@ -26,11 +26,11 @@ from torch import Tensor
 
 from core.errors import IncompatibleExpert, InvalidInput, NotFound
 from router.cache import EmbeddingCache
+from router.pilots import BASE as BASE  # "no expert", defined once beside the rules that can choose it
 
 log = logging.getLogger(__name__)
 
 Side = Literal["query", "document"]
-BASE = "base"
 
 
 def _hash_file(path: Path, h: Any) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from core.errors import InvalidInput, NotFound
 
 RULES = ("mean", "nearest", "topk", "weighted", "domain")
-BASE = "base"  # what a query goes to when a rule can choose no expert (router.encoders.BASE)
+BASE = "base"  # the base model, no expert: where a query goes when a rule can choose no expert
 MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
 
 
