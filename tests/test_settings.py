@@ -1,0 +1,27 @@
+"""The one settings class refuses bad values with the variable's name, before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("var", "bad"),
+    [("RR_DEVICE", "gpu"), ("RR_DEVICE", "cuda:x"), ("RR_EXPERT_MODE", "document"), ("RR_EXPERT_MODE", "")],
+)
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, bad: str) -> None:
+    monkeypatch.setenv(var, bad)
+    with pytest.raises(ValidationError, match=var.removeprefix("RR_").lower()):
+        Settings()  # type: ignore[call-arg]  # every field has a default
+
+
+def test_defaults_and_good_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()  # type: ignore[call-arg]
+    assert (s.device, s.expert_mode) == ("auto", "query")
+    monkeypatch.setenv("RR_DEVICE", "cuda:1")
+    monkeypatch.setenv("RR_EXPERT_MODE", "query+document")
+    s = Settings()  # type: ignore[call-arg]
+    assert (s.device, s.expert_mode) == ("cuda:1", "query+document")
