@@ -9,9 +9,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchmarks.quality import SERVABLE, choose_default_mode, run_quality
+from benchmarks.quality import SERVABLE, choose_default_mode, choose_default_rule, run_quality
 from core.settings import get_settings
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS
+from router.validation import VALIDATED
 from tests.platform_fixtures import make_settings
 
 
@@ -46,6 +47,12 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
         assert set(body["expert_matrix"]) == {"aero", "bio", "multi_task", "base"}
         assert set(body["routing"]) == {"aero", "bio"} == set(body["routing_served"])
         assert body["default_rule"] in SERVABLE
+        # the served rule is chosen on held-out training queries, not on the test rows above
+        assert set(body["routing_validation"]) == set(VALIDATED)
+        assert body["default_rule"] == choose_default_rule(body["routing_validation"], ["aero", "bio"])
+        for d in ("aero", "bio", "avg"):
+            want = body["systems"][body["default_rule"]][d] - body["systems"]["router_retriever"][d]
+            assert abs(body["default_rule_test_delta"][d] - want) < 1e-3
         for shares in body["routing"].values():
             assert abs(sum(shares.values()) - 1.0) < 1e-6
         s = body["systems"]
@@ -128,3 +135,12 @@ def test_cli_eval_and_experts_list(
         assert res.exit_code == 2 and "unknown routing rule" in res.output
     finally:
         get_settings.cache_clear()
+
+
+def test_an_extra_rule_is_served_only_if_it_wins_without_losing_a_point_anywhere() -> None:
+    paper = {"x": 0.50, "y": 0.50, "avg": 0.50}
+    rows = {name: dict(paper) for name in SERVABLE}
+    rows["router_retriever_domain"] = {"x": 0.60, "y": 0.485, "avg": 0.5425}  # +10 on x, -1.5 on y
+    assert choose_default_rule(rows, ["x", "y"]) == "router_retriever"
+    rows["router_retriever_domain"] = {"x": 0.60, "y": 0.495, "avg": 0.5475}  # -0.5 on y: allowed
+    assert choose_default_rule(rows, ["x", "y"]) == "router_retriever_domain"
