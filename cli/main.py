@@ -44,6 +44,13 @@ def experts_train(
         float,
         typer.Option(help="Where self-supervised pairs top up the data: repeat real queries to this share of rows."),
     ] = 0.0,
+    val_real_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Early stopping: the weight of held-out real queries against held-out self-supervised pairs "
+            "(default: every held-out example alike)."
+        ),
+    ] = None,
     replace: Annotated[bool, typer.Option(help="Replace an expert of that name.")] = False,
 ) -> None:
     """Train one LoRA expert on a BEIR collection's train split and register it."""
@@ -70,6 +77,7 @@ def experts_train(
             max_epochs=max_epochs,
             lr=lr,
             real_share=real_share,
+            val_real_weight=val_real_weight,
             query_max_length=s.query_max_length,
             doc_max_length=s.doc_max_length,
             device=s.device,

@@ -130,6 +130,19 @@ def test_real_queries_are_repeated_to_the_asked_share() -> None:
         TrainConfig(real_share=1.0)
 
 
+def test_early_stopping_can_weigh_real_queries_against_self_supervised_pairs() -> None:
+    from router.training.data import Example
+    from router.training.trainer import held_out_score
+
+    val = [Example("q1", "a question", (0,))] + [Example(f"ssl:{i}", "a title", (1,), synthetic=True) for i in range(9)]
+    per_query = {"q1": 1.0, **{f"ssl:{i}": 0.0 for i in range(9)}}
+    assert held_out_score(per_query, val, None) == pytest.approx(0.1)  # every example alike
+    assert held_out_score(per_query, val, 0.5) == pytest.approx(0.5)  # the one real query weighs half
+    assert held_out_score(per_query, val[1:], 0.5) == pytest.approx(0.0)  # no real query held out
+    with pytest.raises(InvalidInput, match="val_real_weight"):
+        TrainConfig(val_real_weight=1.5)
+
+
 def test_device_choice_is_checked() -> None:
     import torch
 

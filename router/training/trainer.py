@@ -53,6 +53,10 @@ class TrainConfig:
     # positive) until they make about this share of an epoch's rows; 0 leaves them at their natural share.
     real_share: float = 0.0
     max_repeats: int = 20
+    # Early stopping's score where self-supervised pairs are held out beside real queries: the real queries' weight
+    # (their per-query mean against the pairs'); None weighs every held-out example alike, so on a domain with a
+    # handful of real queries the title-to-document pairs decide alone.
+    val_real_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -70,6 +74,10 @@ class TrainConfig:
             raise InvalidInput(f"keep must be 'best' or 'last', got {self.keep!r}", field="keep")
         if not 0 <= self.real_share < 1:
             raise InvalidInput(f"real_share must be in [0, 1), got {self.real_share}", field="real_share")
+        if self.val_real_weight is not None and not 0 <= self.val_real_weight <= 1:
+            raise InvalidInput(
+                f"val_real_weight must be in [0, 1], got {self.val_real_weight}", field="val_real_weight"
+            )
         if not 0 < self.val_fraction < 0.5:
             raise InvalidInput(f"val_fraction must be in (0, 0.5), got {self.val_fraction}", field="val_fraction")
 
@@ -158,6 +166,27 @@ def _evaluate(
 ) -> float:
     if not val:
         return float("nan")
+    return held_out_score(_evaluate_per_query(m, data, val, doc_matrix, cfg, rng_seed), val, cfg.val_real_weight)
+
+
+def held_out_score(per_query: dict[str, float], val: Sequence[Example], real_weight: float | None) -> float:
+    """Early stopping's score: the mean over held-out examples, or with ``real_weight`` the real queries' mean
+    weighed against the self-supervised pairs' mean (when both are held out)."""
+    real = [per_query[e.qid] for e in val if not e.synthetic]
+    synth = [per_query[e.qid] for e in val if e.synthetic]
+    if real_weight is None or not real or not synth:
+        return mean([per_query[e.qid] for e in val])
+    return real_weight * mean(real) + (1 - real_weight) * mean(synth)
+
+
+def _evaluate_per_query(
+    m: _Model,
+    data: DomainData,
+    val: list[Example],
+    doc_matrix: np.ndarray | None,
+    cfg: TrainConfig,
+    rng_seed: int,
+) -> dict[str, float]:
     q = m.embed_eval([e.text for e in val], cfg.query_max_length)
     qids = [e.qid for e in val]
     qrels = {e.qid: {data.doc_ids[i]: 1 for i in e.positives} for e in val}
@@ -175,7 +204,7 @@ def _evaluate(
         idx = sorted(keep)
         d = m.embed_eval([data.doc_texts[i] for i in idx], cfg.doc_max_length)
         run = search_matrix(q, d, [data.doc_ids[i] for i in idx], qids)
-    return mean(ndcg_at_10(run, qrels))
+    return ndcg_at_10(run, qrels)
 
 
 def train_expert(
