@@ -25,15 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from api.dashboard.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (after the path insert)
 
 
 def _wait_jobs(client: Any, key: str, job_ids: list[str], timeout: float = 1800) -> None:
@@ -55,7 +47,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=12, help="test queries searched per collection")
     ap.add_argument("--experts", type=Path, default=ROOT / "experts" / "query", help="an expert registry with pilots")
     ap.add_argument("--port", type=int, default=8765)
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium", default=CHROMIUM)
     args = ap.parse_args()
 
     import httpx

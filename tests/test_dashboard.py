@@ -18,21 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from api.dashboard.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import DOCS
 from tests.live_server import ADMIN_KEY, bearer, ingest_and_wait, install_experts, live_server, platform_env
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 QUERIES = {
     "bio": ["protein in the cell", "drug for cancer", "tumor protein", "gene trial dose", "cancer patient trial"],
     "aero": ["supersonic wing flow", "shock boundary layer", "heat transfer layer", "airfoil pressure shock"],
