@@ -51,6 +51,10 @@ def experts_train(
             "(default: every held-out example alike)."
         ),
     ] = None,
+    hard_negatives: Annotated[
+        int,
+        typer.Option(help="query+document: per row, this many base-ranked non-relevant documents as negatives."),
+    ] = 0,
     replace: Annotated[bool, typer.Option(help="Replace an expert of that name.")] = False,
 ) -> None:
     """Train one LoRA expert on a BEIR collection's train split and register it."""
@@ -78,6 +82,7 @@ def experts_train(
             lr=lr,
             real_share=real_share,
             val_real_weight=val_real_weight,
+            hard_negatives=hard_negatives,
             query_max_length=s.query_max_length,
             doc_max_length=s.doc_max_length,
             device=s.device,

@@ -155,3 +155,39 @@ def test_device_choice_is_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(InvalidInput, match="sees no GPU"):
             resolve_device("cuda")
+
+
+def test_query_document_training_with_base_ranked_hard_negatives(
+    tiny_model: Path, beir_root: Path, tmp_path: Path
+) -> None:
+    from router.training.trainer import _Model, mine_hard_negatives
+
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    ds = load_dataset(beir_root / "bio")
+    data = domain_data(ds, min_supervised=0)
+    docs = enc.encode([d.full_text for d in ds.corpus], None, "document")
+    cfg = TrainConfig(
+        sides="query+document", hard_negatives=2, max_epochs=4, patience=4, bf16=False, lr=5e-3, batch_size=2
+    )
+    # Mining ranks with the base model: the two best-scored documents that are not the example's positives.
+    mined = mine_hard_negatives(_Model(str(tiny_model), cfg), data, data.examples, docs, cfg)
+    q = enc.encode([e.text for e in data.examples], None, "query")
+    for e, sims in zip(data.examples, q @ docs.T, strict=True):
+        want = [int(i) for i in np.argsort(-sims) if int(i) not in e.positives][:2]
+        assert mined[e.qid] == want
+    res = train_expert(
+        str(tiny_model),
+        enc.base_fingerprint,
+        [data],
+        tmp_path / "bio",
+        name="bio",
+        domain="bio",
+        cfg=cfg,
+        doc_matrices={"bio": docs},
+    )
+    m = Manifest.load(res.path)
+    assert m.sides == "query+document" and "2 base-ranked hard negatives" in m.training["negatives"]
+    losses = [h["loss"] for h in m.training["history"][1:]]
+    assert losses[-1] < losses[0], losses
+    with pytest.raises(InvalidInput, match="mining hard negatives needs the base document vectors"):
+        train_expert(str(tiny_model), enc.base_fingerprint, [data], tmp_path / "x", name="x", domain="bio", cfg=cfg)

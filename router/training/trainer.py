@@ -57,6 +57,9 @@ class TrainConfig:
     # (their per-query mean against the pairs'); None weighs every held-out example alike, so on a domain with a
     # handful of real queries the title-to-document pairs decide alone.
     val_real_weight: float | None = None
+    # query+document mode: per row, this many of the base model's top-ranked documents that are not relevant join
+    # the batch as negatives (in-batch documents alone are easy to tell apart); query mode already uses the corpus.
+    hard_negatives: int = 0
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -74,6 +77,8 @@ class TrainConfig:
             raise InvalidInput(f"keep must be 'best' or 'last', got {self.keep!r}", field="keep")
         if not 0 <= self.real_share < 1:
             raise InvalidInput(f"real_share must be in [0, 1), got {self.real_share}", field="real_share")
+        if self.hard_negatives < 0:
+            raise InvalidInput(f"hard_negatives must be >= 0, got {self.hard_negatives}", field="hard_negatives")
         if self.val_real_weight is not None and not 0 <= self.val_real_weight <= 1:
             raise InvalidInput(
                 f"val_real_weight must be in [0, 1], got {self.val_real_weight}", field="val_real_weight"
@@ -207,6 +212,32 @@ def _evaluate_per_query(
     return ndcg_at_10(run, qrels)
 
 
+def mine_hard_negatives(
+    m: _Model,
+    data: DomainData,
+    examples: Sequence[Example],
+    doc_matrix: np.ndarray,
+    cfg: TrainConfig,
+    drop_self: bool = True,
+) -> dict[str, list[int]]:
+    """Per example, the corpus indices the model ranks highest among documents that are not its positives (nor,
+    with ``drop_self``, the query's own document), best first, ``cfg.hard_negatives`` of them."""
+    if not examples:
+        return {}
+    q = m.embed_eval([e.text for e in examples], cfg.query_max_length)
+    sims = q @ doc_matrix.T
+    depth = min(doc_matrix.shape[0], cfg.hard_negatives + max(len(e.positives) for e in examples) + 1)
+    top = np.argsort(-sims, axis=1)[:, :depth]
+    out: dict[str, list[int]] = {}
+    for e, row in zip(examples, top, strict=True):
+        skip = set(e.positives)
+        j = data.index.get(e.qid) if drop_self else None
+        if j is not None:
+            skip.add(j)
+        out[e.qid] = [int(i) for i in row if int(i) not in skip][: cfg.hard_negatives]
+    return out
+
+
 def train_expert(
     base_model: str,
     base_fingerprint: str,
@@ -225,8 +256,10 @@ def train_expert(
     ``doc_matrices`` (base document vectors per domain) are required for query-side experts. Batches never mix domains,
     so each query's softmax runs over its own corpus.
     """
-    if cfg.sides == "query" and (doc_matrices is None or any(d.name not in doc_matrices for d in domains)):
-        raise InvalidInput("query-side training needs the base document vectors of every domain", field="doc_matrices")
+    needs_docs = cfg.sides == "query" or cfg.hard_negatives > 0
+    if needs_docs and (doc_matrices is None or any(d.name not in doc_matrices for d in domains)):
+        what = "query-side training" if cfg.sides == "query" else "mining hard negatives"
+        raise InvalidInput(f"{what} needs the base document vectors of every domain", field="doc_matrices")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     m = _Model(base_model, cfg)
@@ -246,6 +279,12 @@ def train_expert(
     )
     mats = {k: torch.from_numpy(v).to(m.device) for k, v in (doc_matrices or {}).items()}
     by_name = {d.name: d for d in domains}
+    hard: dict[str, list[int]] = {}
+    if cfg.sides != "query" and cfg.hard_negatives > 0 and doc_matrices is not None:
+        # The adapter starts as the identity, so these are the base model's rankings.
+        for d in domains:
+            fit = splits[d.name][0]
+            hard.update(mine_hard_negatives(m, d, fit, doc_matrices[d.name], cfg, drop_self))
 
     def val_score(seed: int) -> float:
         scores = [
@@ -297,6 +336,9 @@ def train_expert(
                         mask[r, j] = True
             else:
                 doc_idx = list(dict.fromkeys(p for _, p in rows))
+                for e, _ in rows:
+                    doc_idx += hard.get(e.qid, [])[: cfg.hard_negatives]
+                doc_idx = list(dict.fromkeys(doc_idx))
                 cand = m.embed([data.doc_texts[i] for i in doc_idx], cfg.doc_max_length)
                 pos_of = {i: k for k, i in enumerate(doc_idx)}
                 target = torch.tensor([pos_of[p] for _, p in rows])
@@ -345,7 +387,10 @@ def train_expert(
         "training_rows": n_fit_rows,
         "real_query_repeats": {d.name: repeats_for_real(splits[d.name][0], cfg) for d in domains},
         "held_out": {n: len(splits[n][1]) for n in splits},
-        "negatives": "whole frozen-base corpus of the domain" if cfg.sides == "query" else "in-batch documents",
+        "negatives": "whole frozen-base corpus of the domain"
+        if cfg.sides == "query"
+        else "in-batch documents"
+        + (f" + {cfg.hard_negatives} base-ranked hard negatives per row" if cfg.hard_negatives else ""),
         "best_epoch": best_epoch,
         "epochs_run": len(history) - 1,
         "stopped_by": stopped,
