@@ -161,19 +161,6 @@ class _Model:
         return out
 
 
-def _evaluate(
-    m: _Model,
-    data: DomainData,
-    val: list[Example],
-    doc_matrix: np.ndarray | None,
-    cfg: TrainConfig,
-    rng_seed: int,
-) -> float:
-    if not val:
-        return float("nan")
-    return held_out_score(_evaluate_per_query(m, data, val, doc_matrix, cfg, rng_seed), val, cfg.val_real_weight)
-
-
 def held_out_score(per_query: dict[str, float], val: Sequence[Example], real_weight: float | None) -> float:
     """Early stopping's score: the mean over held-out examples, or with ``real_weight`` the real queries' mean
     weighed against the self-supervised pairs' mean (when both are held out)."""
@@ -184,7 +171,7 @@ def held_out_score(per_query: dict[str, float], val: Sequence[Example], real_wei
     return real_weight * mean(real) + (1 - real_weight) * mean(synth)
 
 
-def _evaluate_per_query(
+def _evaluate(
     m: _Model,
     data: DomainData,
     val: list[Example],
@@ -288,13 +275,17 @@ def train_expert(
 
     def val_score(seed: int) -> float:
         scores = [
-            _evaluate(
-                m,
-                by_name[n],
+            held_out_score(
+                _evaluate(
+                    m,
+                    by_name[n],
+                    splits[n][1],
+                    doc_matrices[n] if cfg.sides == "query" and doc_matrices else None,
+                    cfg,
+                    seed,
+                ),
                 splits[n][1],
-                doc_matrices[n] if cfg.sides == "query" and doc_matrices else None,
-                cfg,
-                seed,
+                cfg.val_real_weight,
             )
             for n in by_name
             if splits[n][1]
