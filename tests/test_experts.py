@@ -189,5 +189,7 @@ def test_query_document_training_with_base_ranked_hard_negatives(
     assert m.sides == "query+document" and "2 base-ranked hard negatives" in m.training["negatives"]
     losses = [h["loss"] for h in m.training["history"][1:]]
     assert losses[-1] < losses[0], losses
+    with pytest.raises(InvalidInput, match="hard_negatives must be >= 0"):
+        TrainConfig(sides="query+document", hard_negatives=-1)
     with pytest.raises(InvalidInput, match="mining hard negatives needs the base document vectors"):
         train_expert(str(tiny_model), enc.base_fingerprint, [data], tmp_path / "x", name="x", domain="bio", cfg=cfg)
