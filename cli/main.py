@@ -131,11 +131,9 @@ def experts_remove(name: str, sides: Mode = "query") -> None:
             ps = PilotScores.load(scores_path)
             ps.remove_expert(name)
             ps.save(scores_path)
-            lib = ps.build([e for e in reg.names() if e in ps.experts])
-            if (reg.root / "pilots.json").is_file():  # keep the served rule and its margin
-                old = PilotLibrary.load(reg.root / "pilots.json")
-                lib.rule, lib.margin = old.rule, old.margin
-            lib.save(reg.root / "pilots.json")
+            served = reg.root / "pilots.json"
+            old = PilotLibrary.load(served) if served.is_file() else None
+            ps.build([e for e in reg.names() if e in ps.experts], like=old).save(served)
         console.print(f"removed {name!r}; pilots rebuilt from the remaining experts")
     except RRError as e:
         _fail(e)

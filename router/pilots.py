@@ -169,10 +169,13 @@ class PilotScores:
         experts: Sequence[str] | None = None,
         domains: Sequence[str] | None = None,
         homes: Mapping[str, str] | None = None,
+        like: PilotLibrary | None = None,
     ) -> PilotLibrary:
         """Algorithm 1 over the given experts and domains (default: all).
 
         ``homes`` maps a domain to its own expert for tie-breaking (default: the expert named like the domain).
+        ``like`` is the library being replaced: its served rule and margin carry over (adding or removing an
+        expert changes the pilots, not how they are read).
         """
         names = sorted(experts) if experts is not None else self.experts
         if not names:
@@ -186,7 +189,10 @@ class PilotScores:
                 if len(members) == 0:
                     continue
                 pilots.append(Pilot(name, domain, len(members), members.mean(axis=0)))
-        return PilotLibrary(pilots, names)
+        lib = PilotLibrary(pilots, names)
+        if like is not None:
+            lib.rule, lib.margin = like.rule, like.margin
+        return lib
 
     # ---- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -145,11 +145,8 @@ class Retriever:
         scores.save(scores_path)
         names = [n for n in self.experts if n in scores.experts]
         homes = {self.manifests[n].manifest.domain: n for n in names}
-        previous = self.library
-        self.library = scores.build(names, homes=homes) if names else None
+        self.library = scores.build(names, homes=homes, like=self.library) if names else None
         if self.library is not None:
-            if previous is not None:  # the served rule and its margin outlive a change of experts
-                self.library.rule, self.library.margin = previous.rule, previous.margin
             self.library.save(self.registry.root / PILOTS_FILE)
             self._pilots_mtime = (self.registry.root / PILOTS_FILE).stat().st_mtime
         self.sync_pilot_collection()

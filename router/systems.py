@@ -71,7 +71,6 @@ class SystemSuite:
         self.experts = sorted(experts)
         self.expert_of_dataset = dict(expert_of_dataset)
         self.library = pilot_scores.build(self.experts)
-        self.base_train_scores = base_train_scores
         if base_train_scores is not None:  # the domain rule's fallback margin, chosen on training queries
             self.library.fit_margin(pilot_scores, base_train_scores)
         domains = sorted(pilot_scores.domains)
@@ -88,9 +87,7 @@ class SystemSuite:
         own = self.expert_of_dataset.get(dataset)
         experts = [e for e in self.experts if e != own]
         domains = [d for d in self.pilot_scores.domains if d != dataset]
-        lib = self.pilot_scores.build(experts, domains)
-        lib.margin = self.library.margin
-        return lib
+        return self.pilot_scores.build(experts, domains, like=self.library)
 
     def choices(self, system: str, t: DatasetTables) -> list[str] | None:
         """The encoder answering each query, or None for systems that are not a per-query choice (fusion)."""

@@ -179,3 +179,12 @@ def test_bad_inputs(scores: PilotScores) -> None:
         scores.set_scores("d1", "A", [1.0])
     with pytest.raises(InvalidInput, match="at least one expert"):
         scores.build([])
+
+
+def test_rebuilding_after_a_change_of_experts_keeps_the_served_rule_and_margin(scores: PilotScores) -> None:
+    served = scores.build()
+    served.rule, served.margin = "domain", 0.02
+    fewer = scores.build(["B"], like=served)  # expert A removed: new pilots, same way of reading them
+    assert {p.expert for p in fewer.pilots} == {"B"}
+    assert (fewer.rule, fewer.margin) == ("domain", 0.02)
+    assert (scores.build(["B"]).rule, scores.build(["B"]).margin) == ("mean", 0.0)  # nothing to carry over
