@@ -133,6 +133,11 @@ def test_cli_eval_and_experts_list(
         assert res.exit_code == 0 and "(rule: domain)" in res.output
         res = runner.invoke(app, ["route", "supersonic wing flow", "--rule", "vote"])
         assert res.exit_code == 2 and "unknown routing rule" in res.output
+        # Removing an expert rebuilds the pilots without it and keeps the served rule (the last use of this bench).
+        res = runner.invoke(app, ["experts", "remove", "aero"])
+        assert res.exit_code == 0, res.output
+        pilots = json.loads((root / "experts" / "query" / "pilots.json").read_text())
+        assert pilots["rule"] == SERVABLE[served] and {p["expert"] for p in pilots["pilots"]} == {"bio"}
     finally:
         get_settings.cache_clear()
 
