@@ -24,6 +24,7 @@ from router.encoders import BASE, TextEncoder
 from router.evaluation import Run, mean
 from router.experts import ExpertRegistry
 from router.pilots import PilotScores
+from router.significance import paired_test
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
 from router.training.data import domain_data
 from router.training.trainer import TrainConfig, train_expert
@@ -181,8 +182,10 @@ class Bench:
 
         suite = SystemSuite(ps, names, {n: n for n in names}, base_train)
         systems: dict[str, dict[str, float]] = {}
+        per_query: dict[str, dict[str, list[float]]] = {}
         for system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
-            row = {d: round(suite.score(system, t), 4) for d, t in tables.items()}
+            per_query[system] = {d: suite.per_query(system, t) for d, t in tables.items()}
+            row = {d: round(mean(v), 4) for d, v in per_query[system].items()}
             row["avg"] = round(mean([row[d] for d in tables]), 4)
             systems[system] = row
         # The served rule is chosen on held-out training queries, never on the test splits reported above.
@@ -203,6 +206,16 @@ class Bench:
             routing[d] = shares(ch, names)
             routing_served[d] = shares(served, [*names, BASE])
         beats = {e: matrix[e][e] > matrix[BASE][e] for e in names if e in matrix[e]}
+        t0 = time.monotonic()
+        significance = {
+            f"{a} vs {b}": paired_test(per_query[a], per_query[b]).to_json() for a, b in comparisons(default_rule)
+        }
+        own_vs_base = {
+            e: paired_test({e: [t.scores[e][q] for q in t.qids]}, {e: [t.scores[BASE][q] for q in t.qids]}).to_json()
+            for e, t in tables.items()
+            if e in names
+        }
+        self._timed(f"significance_{mode}", t0)
         return {
             "default_rule": default_rule,
             "default_rule_basis": VALIDATION_BASIS,
@@ -213,6 +226,8 @@ class Bench:
             "routing": routing,
             "routing_served": routing_served,
             "expert_beats_base_in_domain": beats,
+            "significance": significance,
+            "expert_vs_base_significance": own_vs_base,
             "pilots": len(suite.library),
             "domain_rule_margin": suite.library.margin,
             "experts": {
@@ -229,6 +244,18 @@ def _rmtree(p: Path) -> None:
     import shutil
 
     shutil.rmtree(p, ignore_errors=True)
+
+
+ROUTER_BASELINES = ("base", "multi_task", "dataset_router", "expert_classifier_router", "classification_head_router")
+
+
+def comparisons(served: str) -> list[tuple[str, str]]:
+    """The pairs the done-when questions are about: the paper's router and the served rule against every
+    baseline, and the served rule against the paper's rule and the dataset oracle."""
+    pairs = [("router_retriever", b) for b in ROUTER_BASELINES]
+    if served != "router_retriever":
+        pairs += [(served, b) for b in (*ROUTER_BASELINES, "router_retriever")]
+    return [*pairs, (served, "dataset_oracle")]
 
 
 SERVABLE = {
@@ -320,6 +347,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                     + ".",
                 ]
             lines.append("")
+        lines += _significance_lines(body)
         for key, label in (("routing", "router_retriever"), ("routing_served", served)):
             if (key == "routing_served" and served == "router_retriever") or key not in body:
                 continue
@@ -333,6 +361,30 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [f"Default mode: {result['default_mode']} ({result['default_mode_reason']}).", ""]
     lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
     return "\n".join(lines)
+
+
+def _significance_lines(body: dict[str, Any]) -> list[str]:
+    if "significance" not in body:
+        return []
+    lines = [
+        "Paired tests on the test queries (router.significance): the macro-average difference x 100, its 95% "
+        "interval from a bootstrap within each dataset, the two-sided p of a paired randomization test, and the "
+        "queries won/lost/tied:",
+        "",
+        "| a vs b | diff | 95% interval | p | won/lost/tied |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        lo, hi = r["ci95"]
+        return (
+            f"| {name} | {100 * r['diff']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['p_value']:.3f} "
+            f"| {r['wins']}/{r['losses']}/{r['ties']} |"
+        )
+
+    lines += [row(name, r) for name, r in body["significance"].items()]
+    lines += [row(f"expert {e} vs base on {e}", r) for e, r in body.get("expert_vs_base_significance", {}).items()]
+    return [*lines, ""]
 
 
 def print_table(console: Console, result: dict[str, Any]) -> None:

@@ -48,10 +48,6 @@ class DatasetTables:
     qrels: Mapping[str, Mapping[str, int]]
 
 
-def score_choices(t: DatasetTables, choices: Sequence[str]) -> float:
-    return mean([t.scores[c][q] for q, c in zip(t.qids, choices, strict=True)])
-
-
 def shares(choices: Sequence[str], experts: Sequence[str]) -> dict[str, float]:
     n = max(1, len(choices))
     return {e: round(sum(c == e for c in choices) / n, 4) for e in experts}
@@ -130,14 +126,18 @@ class SystemSuite:
         """The query's best expert; ties go to the dataset's own expert, then by name."""
         return max(self.experts, key=lambda e: (t.scores[e][qid], e == own, e))
 
-    def score(self, system: str, t: DatasetTables) -> float:
+    def per_query(self, system: str, t: DatasetTables) -> list[float]:
+        """The system's nDCG@10 on each of the dataset's queries, in ``t.qids`` order."""
         if system == "router_retriever_fusion":
-            return self.fusion_score(t)
+            return self.fusion_per_query(t)
         ch = self.choices(system, t)
         assert ch is not None
-        return score_choices(t, ch)
+        return [t.scores[c][q] for q, c in zip(t.qids, ch, strict=True)]
 
-    def fusion_score(self, t: DatasetTables) -> float:
+    def score(self, system: str, t: DatasetTables) -> float:
+        return mean(self.per_query(system, t))
+
+    def fusion_per_query(self, t: DatasetTables) -> list[float]:
         """Reciprocal-rank fusion of the two experts with the highest mean pilot similarity."""
         scores = self.library.expert_scores(t.base_emb, "mean")
         top2 = np.argsort(-scores, axis=1)[:, :2]
@@ -145,4 +145,5 @@ class SystemSuite:
         for row, qid in enumerate(t.qids):
             names = [self.library.routable[i] for i in top2[row]]
             fused[qid] = reciprocal_rank_fusion([t.runs[e][qid] for e in names])
-        return mean(ndcg_at_10(fused, {q: t.qrels[q] for q in t.qids}))
+        per = ndcg_at_10(fused, {q: t.qrels[q] for q in t.qids})
+        return [per[q] for q in t.qids]

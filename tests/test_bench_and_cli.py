@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchmarks.quality import SERVABLE, choose_default_mode, choose_default_rule, run_quality
+from benchmarks.quality import SERVABLE, choose_default_mode, choose_default_rule, comparisons, run_quality
 from core.settings import get_settings
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS
 from router.validation import VALIDATED
@@ -59,6 +59,17 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
         # the oracles bound every router from above
         for name in ("router_retriever", "dataset_router", "classification_head_router", "expert_classifier_router"):
             assert s["instance_oracle"]["avg"] >= s[name]["avg"] - 1e-9
+        # paired tests: each difference is the one in the table above, its interval holds it, p is a probability
+        assert set(body["significance"]) == {f"{a} vs {b}" for a, b in comparisons(body["default_rule"])}
+        for name, r in body["significance"].items():
+            a, b = name.split(" vs ")
+            assert abs(r["diff"] - (s[a]["avg"] - s[b]["avg"])) < 1e-3
+            assert r["ci95"][0] - 1e-4 <= r["diff"] <= r["ci95"][1] + 1e-4 and 0.0 <= r["p_value"] <= 1.0
+        for e, r in body["expert_vs_base_significance"].items():
+            m = body["expert_matrix"]
+            assert abs(r["diff"] - (m[e][e] - m["base"][e])) < 1e-3
+    md = (root / "results" / "quality.md").read_text()
+    assert "| router_retriever vs dataset_router |" in md
     assert (root / "results" / "quality.md").read_text().startswith("# Quality")
     assert (root / "experts" / "query" / "pilots.json").is_file()
     assert (root / "experts" / "query-document" / "aero" / "manifest.json").is_file()
