@@ -55,6 +55,13 @@ def experts_train(
         int,
         typer.Option(help="query+document: per row, this many base-ranked non-relevant documents as negatives."),
     ] = 0,
+    pseudo_context: Annotated[
+        str,
+        typer.Option(
+            help="query+document: a pseudo-query's positive is its 'whole' document, or the document without it "
+            "('ict', the inverse cloze task)."
+        ),
+    ] = "whole",
     replace: Annotated[bool, typer.Option(help="Replace an expert of that name.")] = False,
 ) -> None:
     """Train one LoRA expert on a BEIR collection's train split and register it."""
@@ -83,6 +90,7 @@ def experts_train(
             real_share=real_share,
             val_real_weight=val_real_weight,
             hard_negatives=hard_negatives,
+            pseudo_context=pseudo_context,
             query_max_length=s.query_max_length,
             doc_max_length=s.doc_max_length,
             device=s.device,

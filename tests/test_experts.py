@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound
-from ingest.beir import load_dataset
+from ingest.beir import BeirDataset, load_dataset
 from router.cache import EmbeddingCache
 from router.encoders import TextEncoder
 from router.experts import ExpertRegistry, Manifest
@@ -193,3 +193,73 @@ def test_query_document_training_with_base_ranked_hard_negatives(
         TrainConfig(sides="query+document", hard_negatives=-1)
     with pytest.raises(InvalidInput, match="mining hard negatives needs the base document vectors"):
         train_expert(str(tiny_model), enc.base_fingerprint, [data], tmp_path / "x", name="x", domain="bio", cfg=cfg)
+
+
+def _pseudo_query_collection() -> BeirDataset:
+    from ingest.beir import Document
+
+    body = (
+        "the wing stalls at a high angle of attack. the shock wave moves aft along the chord. "
+        "the boundary layer separates early on the upper surface."
+    )
+    return BeirDataset(
+        name="aero",
+        path=Path("."),
+        corpus=[
+            Document("d1", "shock waves on swept wings", "pressure " * 25),  # titled: title -> body
+            Document("d2", "", body),  # untitled: a sentence -> the other sentences
+        ],
+        queries={},
+        qrels={"train": {}},
+    )
+
+
+def test_self_supervised_pairs_carry_their_inverse_cloze_context() -> None:
+    from router.training.data import self_supervised_examples
+
+    ds = _pseudo_query_collection()
+    by_id = {e.qid: e for e in self_supervised_examples(ds, limit=10)}
+    titled, untitled = by_id["ssl:d1"], by_id["ssl:d2"]
+    assert titled.text == "shock waves on swept wings" and titled.context == ds.corpus[0].text
+    assert titled.positives == (0,) and titled.synthetic
+    assert untitled.text in ds.corpus[1].text and untitled.context is not None
+    assert untitled.text not in untitled.context
+    # the other two sentences stay, in order
+    others = [s for s in ds.corpus[1].text.split(". ") if s.rstrip(".") != untitled.text.rstrip(".")]
+    assert len(others) == 2 and all(s.rstrip(".") in untitled.context for s in others)
+
+
+def test_query_document_training_on_inverse_cloze_pairs(tiny_model: Path, tmp_path: Path) -> None:
+    from router.training.data import DomainData, Example
+
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
+    docs = [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:24]
+    examples = [
+        Example(f"ssl:{i}", d.split()[0] + " " + d.split()[1], (i,), synthetic=True, context=f"{d.split()[1]} {d}")
+        for i, d in enumerate(docs)
+    ]
+    data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+    cfg = TrainConfig(
+        sides="query+document",
+        pseudo_context="ict",
+        ict_keep=0.0,
+        max_epochs=4,
+        patience=4,
+        bf16=False,
+        lr=5e-3,
+        batch_size=4,
+    )
+    res = train_expert(
+        str(tiny_model), enc.base_fingerprint, [data], tmp_path / "aero", name="aero", domain="aero", cfg=cfg
+    )
+    m = Manifest.load(res.path)
+    assert m.training["self_supervised"].startswith("inverse cloze") and m.training["config"]["pseudo_context"] == "ict"
+    losses = [h["loss"] for h in m.training["history"][1:]]
+    assert losses[-1] < losses[0], losses
+    with pytest.raises(InvalidInput, match="needs sides 'query\\+document'"):
+        TrainConfig(sides="query", pseudo_context="ict")
+    with pytest.raises(InvalidInput, match="pseudo_context must be"):
+        TrainConfig(sides="query+document", pseudo_context="span")
+    with pytest.raises(InvalidInput, match="ict_keep must be"):
+        TrainConfig(sides="query+document", pseudo_context="ict", ict_keep=1.5)

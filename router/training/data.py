@@ -15,6 +15,9 @@ class Example:
     text: str
     positives: tuple[int, ...]  # indices into the domain's corpus
     synthetic: bool = False
+    # A pseudo-query's document with the pseudo-query taken out (the inverse cloze task of Lee et al., 2019);
+    # query+document training can show this instead of the whole document (TrainConfig.pseudo_context).
+    context: str | None = None
 
 
 @dataclass
@@ -55,8 +58,9 @@ def supervised_examples(ds: BeirDataset, split: str = "train") -> list[Example]:
 def self_supervised_examples(ds: BeirDataset, limit: int, seed: int = 0) -> list[Example]:
     """Pseudo-queries from the corpus: a document's title, or (without one) a sentence of its body.
 
-    The positive is the whole document. Used for domains with few labelled queries (Cranfield, CACM, MED), where a
-    handful of real queries cannot move a LoRA without overfitting.
+    The positive is the whole document; ``context`` keeps the document without the pseudo-query (its body for a
+    title, the other sentences for a sentence). Used for domains with few labelled queries (Cranfield, CACM, MED),
+    where a handful of real queries cannot move a LoRA without overfitting.
     """
     rng = random.Random(seed)
     order = list(range(len(ds.corpus)))
@@ -67,13 +71,17 @@ def self_supervised_examples(ds: BeirDataset, limit: int, seed: int = 0) -> list
         if len(doc.text.split()) < 20:
             continue  # title-only or tiny documents make trivial pairs
         if len(doc.title.split()) >= 4:
-            query = doc.title
+            query, context = doc.title, doc.text
         else:
-            sents = [s for s in _SENT.split(doc.text) if 6 <= len(s.split()) <= 60]
+            all_sents = _SENT.split(doc.text)
+            sents = [s for s in all_sents if 6 <= len(s.split()) <= 60]
             if len(sents) < 2:
                 continue
             query = rng.choice(sents)
-        out.append(Example(f"ssl:{doc.id}", query, (i,), synthetic=True))
+            rest = list(all_sents)
+            rest.remove(query)
+            context = " ".join([doc.title, *rest]).strip()
+        out.append(Example(f"ssl:{doc.id}", query, (i,), synthetic=True, context=context))
         if len(out) >= limit:
             break
     return out

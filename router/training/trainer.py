@@ -60,6 +60,12 @@ class TrainConfig:
     # query+document mode: per row, this many of the base model's top-ranked documents that are not relevant join
     # the batch as negatives (in-batch documents alone are easy to tell apart); query mode already uses the corpus.
     hard_negatives: int = 0
+    # query+document mode: how a pseudo-query's positive document is shown in training. "whole": as it is, holding
+    # the pseudo-query word for word (a copy task the base model already solves); "ict": without it, as in the
+    # inverse cloze task (Lee et al., 2019), except for ``ict_keep`` of the rows, so the pair asks for the topic.
+    # Held-out pairs are always scored against the whole documents, so "whole" and "ict" runs compare.
+    pseudo_context: str = "whole"
+    ict_keep: float = 0.1
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -83,6 +89,18 @@ class TrainConfig:
             raise InvalidInput(
                 f"val_real_weight must be in [0, 1], got {self.val_real_weight}", field="val_real_weight"
             )
+        if self.pseudo_context not in ("whole", "ict"):
+            raise InvalidInput(
+                f"pseudo_context must be 'whole' or 'ict', got {self.pseudo_context!r}", field="pseudo_context"
+            )
+        if self.pseudo_context == "ict" and self.sides == "query":
+            raise InvalidInput(
+                "pseudo_context 'ict' changes the document side; query-side experts search the base model's fixed "
+                "document vectors, so it needs sides 'query+document'",
+                field="pseudo_context",
+            )
+        if not 0 <= self.ict_keep <= 1:
+            raise InvalidInput(f"ict_keep must be in [0, 1], got {self.ict_keep}", field="ict_keep")
         if not 0 < self.val_fraction < 0.5:
             raise InvalidInput(f"val_fraction must be in (0, 0.5), got {self.val_fraction}", field="val_fraction")
 
@@ -330,13 +348,23 @@ def train_expert(
                 for e, _ in rows:
                     doc_idx += hard.get(e.qid, [])[: cfg.hard_negatives]
                 doc_idx = list(dict.fromkeys(doc_idx))
-                cand = m.embed([data.doc_texts[i] for i in doc_idx], cfg.doc_max_length)
+                texts = [data.doc_texts[i] for i in doc_idx]
                 pos_of = {i: k for k, i in enumerate(doc_idx)}
-                target = torch.tensor([pos_of[p] for _, p in rows])
-                mask = torch.zeros((len(rows), len(doc_idx)), dtype=torch.bool)
-                for r, (e, p) in enumerate(rows):
+                target_of: list[int] = []
+                for e, p in rows:
+                    if cfg.pseudo_context == "ict" and e.context and rng.random() >= cfg.ict_keep:
+                        # the pseudo-query's own document, without the pseudo-query: a candidate of its own,
+                        # and the whole document (if another row drew it) is masked for this row
+                        texts.append(e.context)
+                        target_of.append(len(texts) - 1)
+                    else:
+                        target_of.append(pos_of[p])
+                cand = m.embed(texts, cfg.doc_max_length)
+                target = torch.tensor(target_of)
+                mask = torch.zeros((len(rows), len(texts)), dtype=torch.bool)
+                for r, (e, _) in enumerate(rows):
                     for i in e.positives:
-                        if i != p and i in pos_of:
+                        if i in pos_of and pos_of[i] != target_of[r]:
                             mask[r, pos_of[i]] = True
             loss = info_nce(q, cand, target.to(m.device), mask.to(m.device), cfg.temperature)
             opt.zero_grad()
@@ -374,7 +402,16 @@ def train_expert(
         "data": [d.name for d in domains],
         "supervised_queries": n_sup,
         "self_supervised_pairs": n_syn,
-        "self_supervised": "title->document, else body sentence->document" if n_syn else None,
+        "self_supervised": (
+            (
+                "title->document, else body sentence->document"
+                if cfg.pseudo_context == "whole" or cfg.sides == "query"
+                else f"inverse cloze: title->body, else body sentence->the other sentences ({cfg.ict_keep:.0%} kept "
+                "whole)"
+            )
+            if n_syn
+            else None
+        ),
         "training_rows": n_fit_rows,
         "real_query_repeats": {d.name: repeats_for_real(splits[d.name][0], cfg) for d in domains},
         "held_out": {n: len(splits[n][1]) for n in splits},
