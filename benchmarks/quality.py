@@ -28,7 +28,7 @@ from router.significance import paired_test
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
 from router.training.data import domain_data
 from router.training.trainer import TrainConfig, train_expert
-from router.validation import cross_validate
+from router.validation import choose_margin, cross_validate
 from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,7 +180,12 @@ class Bench:
                 tables[ds.name] = DatasetTables(ds.name, qids, base_q, scores, runs, ds.qrels["test"])
             self._timed(f"test_scoring_{mode}", t0)
 
-        suite = SystemSuite(ps, names, {n: n for n in names}, base_train)
+        # The domain rule's fallback margin and the served rule are chosen on held-out training queries, never on
+        # the test splits reported below.
+        t0 = time.monotonic()
+        margin, margin_scores = choose_margin(ps, names, base_train)
+        self._timed(f"margin_validation_{mode}", t0)
+        suite = SystemSuite(ps, names, {n: n for n in names}, margin=margin)
         systems: dict[str, dict[str, float]] = {}
         per_query: dict[str, dict[str, list[float]]] = {}
         for system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
@@ -188,9 +193,8 @@ class Bench:
             row = {d: round(mean(v), 4) for d, v in per_query[system].items()}
             row["avg"] = round(mean([row[d] for d in tables]), 4)
             systems[system] = row
-        # The served rule is chosen on held-out training queries, never on the test splits reported above.
         t0 = time.monotonic()
-        validation = cross_validate(ps, names, base_train)
+        validation = cross_validate(ps, names, base_train, margin=margin)
         self._timed(f"routing_validation_{mode}", t0)
         default_rule = choose_default_rule(validation, sorted(ps.domains))
         test_check = {d: round(systems[default_rule][d] - systems["router_retriever"][d], 4) for d in [*tables, "avg"]}
@@ -230,6 +234,7 @@ class Bench:
             "expert_vs_base_significance": own_vs_base,
             "pilots": len(suite.library),
             "domain_rule_margin": suite.library.margin,
+            "domain_rule_margin_validation": {str(m): v for m, v in margin_scores.items()},
             "experts": {
                 e.name: {
                     "sides": e.manifest.sides,

@@ -11,7 +11,7 @@ from core.settings import Settings
 from ingest.beir import load_dataset
 from router.encoders import BASE
 from router.evaluation import Run
-from router.pilots import PilotScores
+from router.pilots import PilotLibrary, PilotScores
 from router.systems import DatasetTables, SystemSuite
 from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for
 
@@ -49,5 +49,7 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
     ps_path = reg.root / "pilot_scores.npz"
     if not ps_path.is_file():
         raise NotFound(f"{ps_path}: no pilot scores; build them with `rr bench quality`")
-    suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names})
+    served = reg.root / "pilots.json"  # the served library's fallback margin, so the domain rule scores as served
+    margin = PilotLibrary.load(served).margin if served.is_file() else None
+    suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names}, margin=margin)
     return suite.score(system, table)

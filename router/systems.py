@@ -62,12 +62,18 @@ class SystemSuite:
         experts: Sequence[str],
         expert_of_dataset: Mapping[str, str],
         base_train_scores: Mapping[str, np.ndarray] | None = None,
+        margin: float | None = None,
     ) -> None:
+        """``margin`` is the domain rule's fallback margin when already chosen (on held-out queries:
+        :func:`router.validation.choose_margin`); without it, it is fitted on the training queries when their base
+        scores are given, else 0."""
         self.pilot_scores = pilot_scores
         self.experts = sorted(experts)
         self.expert_of_dataset = dict(expert_of_dataset)
         self.library = pilot_scores.build(self.experts)
-        if base_train_scores is not None:  # the domain rule's fallback margin, chosen on training queries
+        if margin is not None:
+            self.library.margin = margin
+        elif base_train_scores is not None:
             self.library.fit_margin(pilot_scores, base_train_scores)
         domains = sorted(pilot_scores.domains)
         x = np.concatenate([pilot_scores.embeddings[d] for d in domains])

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from core.errors import InvalidInput
-from router.pilots import BASE, PilotScores
+from router.pilots import BASE, MARGIN_GRID, PilotScores
 from router.systems import DatasetTables, SystemSuite
 
 # The systems that pick one encoder per query from what the training queries hold (no multi_task column, no runs).
@@ -50,11 +50,13 @@ def cross_validate(
     systems: Sequence[str] = VALIDATED,
     folds: int = 5,
     seeds: Sequence[int] = (0, 1, 2),
+    margin: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per system, the mean nDCG@10 of its choices on held-out training queries, per domain and on average.
 
     ``base_scores`` holds the base model's nDCG@10 per training query (where a rule falls back to the base model).
-    The dataset of a domain is its expert when one is named like it, as in the benchmark.
+    The dataset of a domain is its expert when one is named like it, as in the benchmark. ``margin`` fixes the
+    domain rule's fallback margin; without it, each fold fits it on its own training queries.
     """
     if folds < 2:
         raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
@@ -79,6 +81,7 @@ def cross_validate(
                 names,
                 {d: e for d, e in expert_of.items() if d in fit_domains},
                 {d: base_scores[d][fold_of[d] != f] for d in fit_domains},
+                margin=margin,
             )
             for d in domains:
                 held = np.flatnonzero(fold_of[d] == f)
@@ -106,3 +109,31 @@ def cross_validate(
         row["avg"] = round(float(np.mean(list(row.values()))), 4)
         out[s] = row
     return out
+
+
+def choose_margin(
+    pilot_scores: PilotScores,
+    experts: Sequence[str],
+    base_scores: Mapping[str, np.ndarray],
+    grid: Sequence[float] = MARGIN_GRID,
+    folds: int = 5,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> tuple[float, dict[float, float]]:
+    """The domain rule's fallback margin that serves held-out training queries best, and each margin's score.
+
+    Fitted on the queries that built the pilots, a margin looks needless (those queries sit close to their own
+    domain's pilots); held out, an ambiguous query is a real one. Ties go to the smaller margin.
+    """
+    if not grid or any(m < 0 for m in grid):
+        raise InvalidInput(f"the margin grid needs values >= 0, got {list(grid)}", field="grid")
+    scores: dict[float, float] = {}
+    for m in sorted(set(grid)):
+        row = cross_validate(pilot_scores, experts, base_scores, ("router_retriever_domain",), folds, seeds, margin=m)[
+            "router_retriever_domain"
+        ]
+        scores[m] = row["avg"]
+    best = min(scores)
+    for m, v in scores.items():
+        if v > scores[best] + 1e-6:  # a real gain, not float noise
+            best = m
+    return best, scores

@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InvalidInput
 from router.pilots import PilotScores
-from router.validation import VALIDATED, cross_validate
+from router.validation import VALIDATED, choose_margin, cross_validate
 
 
 def _cluster(center: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -50,3 +50,24 @@ def test_fewer_than_two_folds_is_refused() -> None:
     ps, base = _two_domains()
     with pytest.raises(InvalidInput, match="at least 2 folds"):
         cross_validate(ps, ["a", "b"], base, folds=1)
+
+
+def test_the_fallback_margin_is_chosen_on_held_out_queries() -> None:
+    # A third domain "c" sits halfway between "a" and "b": neither expert finds anything for its queries, the base
+    # model finds everything. Only a margin wider than its queries' domain gaps (a few hundredths) sends them to
+    # the base model; "a" and "b" queries lead by about 1 and keep their experts.
+    ps, base = _two_domains()
+    rng = np.random.default_rng(1)
+    ps.add_domain("c", [f"c{i}" for i in range(12)], _cluster(np.array([1.0, 1.0, 0, 0]) / np.sqrt(2), 12, rng))
+    ps.set_scores("c", "a", [0.0] * 12)
+    ps.set_scores("c", "b", [0.0] * 12)
+    base["c"] = np.ones(12, dtype=np.float32)
+    margin, scores = choose_margin(ps, ["a", "b"], base, grid=(0.0, 0.3, 0.9), folds=3, seeds=(0,))
+    assert margin == 0.3  # 0.9 scores the same (a and b still lead by more), and ties go to the smaller
+    assert scores[0.0] == pytest.approx((1 + 1 + 0) / 3, abs=1e-4) and scores[0.3] == pytest.approx(1.0)
+    assert scores[0.9] == pytest.approx(1.0)
+    # where no query is ambiguous, no margin helps and none is taken
+    ps2, base2 = _two_domains()
+    assert choose_margin(ps2, ["a", "b"], base2, grid=(0.0, 0.3), folds=3, seeds=(0,))[0] == 0.0
+    with pytest.raises(InvalidInput, match="margin grid"):
+        choose_margin(ps2, ["a", "b"], base2, grid=(-0.1,))
