@@ -59,6 +59,9 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
         # the oracles bound every router from above
         for name in ("router_retriever", "dataset_router", "classification_head_router", "expert_classifier_router"):
             assert s["instance_oracle"]["avg"] >= s[name]["avg"] - 1e-9
+        # the fallback margin is the held-out best (ties: the smaller)
+        mv = {float(k): v for k, v in body["domain_rule_margin_validation"].items()}
+        assert body["domain_rule_margin"] == min(m for m, v in mv.items() if v >= max(mv.values()) - 1e-6)
         # paired tests: each difference is the one in the table above, its interval holds it, p is a probability
         assert set(body["significance"]) == {f"{a} vs {b}" for a, b in comparisons(body["default_rule"])}
         for name, r in body["significance"].items():
