@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -75,14 +76,26 @@ class SystemSuite:
             self.library.margin = margin
         elif base_train_scores is not None:
             self.library.fit_margin(pilot_scores, base_train_scores)
-        domains = sorted(pilot_scores.domains)
-        x = np.concatenate([pilot_scores.embeddings[d] for d in domains])
-        labels = np.concatenate([pilot_scores.labels(d, self.experts, d) for d in domains])
-        self.dataset_router = DatasetRouter().fit(
-            {d: pilot_scores.embeddings[d] for d in domains}, self.expert_of_dataset
-        )
-        self.expert_classifier = ExpertClassifierRouter().fit(x, labels, self.experts)
-        self.classification_head = ClassificationHeadRouter().fit(x, labels, self.experts)
+
+    # The baseline routers are fitted when first asked for: validating one rule needs none of them.
+    def _training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        domains = sorted(self.pilot_scores.domains)
+        x = np.concatenate([self.pilot_scores.embeddings[d] for d in domains])
+        labels = np.concatenate([self.pilot_scores.labels(d, self.experts, d) for d in domains])
+        return x, labels
+
+    @cached_property
+    def dataset_router(self) -> DatasetRouter:
+        ps = self.pilot_scores
+        return DatasetRouter().fit({d: ps.embeddings[d] for d in sorted(ps.domains)}, self.expert_of_dataset)
+
+    @cached_property
+    def expert_classifier(self) -> ExpertClassifierRouter:
+        return ExpertClassifierRouter().fit(*self._training_set(), self.experts)
+
+    @cached_property
+    def classification_head(self) -> ClassificationHeadRouter:
+        return ClassificationHeadRouter().fit(*self._training_set(), self.experts)
 
     def loo_library(self, dataset: str) -> PilotLibrary:
         """Without the dataset's own expert and without pilots from its queries: Table 2's question."""
