@@ -50,6 +50,6 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
     if not ps_path.is_file():
         raise NotFound(f"{ps_path}: no pilot scores; build them with `rr bench quality`")
     served = reg.root / "pilots.json"  # the served library's fallback margin, so the domain rule scores as served
-    margin = PilotLibrary.load(served).margin if served.is_file() else None
+    margin = PilotLibrary.load(served).margin if served.is_file() else 0.0
     suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names}, margin=margin)
     return suite.score(system, table)

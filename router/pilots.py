@@ -235,7 +235,7 @@ class PilotLibrary:
         if rule not in RULES:
             raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
         self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose another (quality.py)
-        self.margin = 0.0  # the domain rule's fallback to the base model (fitted on training queries)
+        self.margin = 0.0  # the domain rule's fallback to the base model (router.validation.choose_margin)
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
         owners = {p.expert for p in self.pilots}
@@ -270,32 +270,6 @@ class PilotLibrary:
             )
             for b, row in zip(best, scores, strict=True)
         ]
-
-    def fit_margin(
-        self,
-        scores: PilotScores,
-        base_scores: Mapping[str, np.ndarray],
-        grid: Sequence[float] = MARGIN_GRID,
-    ) -> float:
-        """Set the domain rule's fallback margin to the one that serves the training queries best (macro nDCG@10
-        over domains; ties: the smaller margin). The training queries built the pilots, so their margins run a
-        little wide; the grid stays small for that reason."""
-        best, best_score = 0.0, -np.inf
-        for m in sorted(grid):
-            self.margin = m
-            per_domain = []
-            for d in sorted(scores.domains):
-                decisions = self.route(scores.embeddings[d], "domain")
-                vals = [
-                    float(base_scores[d][i] if r.expert == BASE else scores.scores[d][r.expert][i])
-                    for i, r in enumerate(decisions)
-                ]
-                per_domain.append(float(np.mean(vals)) if vals else 0.0)
-            total = float(np.mean(per_domain))
-            if total > best_score + 1e-6:  # a real gain, not float noise
-                best, best_score = m, total
-        self.margin = best
-        return best
 
     # ---- persistence -----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -62,20 +62,15 @@ class SystemSuite:
         pilot_scores: PilotScores,
         experts: Sequence[str],
         expert_of_dataset: Mapping[str, str],
-        base_train_scores: Mapping[str, np.ndarray] | None = None,
-        margin: float | None = None,
+        margin: float = 0.0,
     ) -> None:
-        """``margin`` is the domain rule's fallback margin when already chosen (on held-out queries:
-        :func:`router.validation.choose_margin`); without it, it is fitted on the training queries when their base
-        scores are given, else 0."""
+        """``margin`` is the domain rule's fallback margin, chosen on held-out queries
+        (:func:`router.validation.choose_margin`)."""
         self.pilot_scores = pilot_scores
         self.experts = sorted(experts)
         self.expert_of_dataset = dict(expert_of_dataset)
         self.library = pilot_scores.build(self.experts)
-        if margin is not None:
-            self.library.margin = margin
-        elif base_train_scores is not None:
-            self.library.fit_margin(pilot_scores, base_train_scores)
+        self.library.margin = margin
 
     # The baseline routers are fitted when first asked for: validating one rule needs none of them.
     def _training_set(self) -> tuple[np.ndarray, np.ndarray]:

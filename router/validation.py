@@ -50,13 +50,13 @@ def cross_validate(
     systems: Sequence[str] = VALIDATED,
     folds: int = 5,
     seeds: Sequence[int] = (0, 1, 2),
-    margin: float | None = None,
+    margin: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Per system, the mean nDCG@10 of its choices on held-out training queries, per domain and on average.
 
     ``base_scores`` holds the base model's nDCG@10 per training query (where a rule falls back to the base model).
-    The dataset of a domain is its expert when one is named like it, as in the benchmark. ``margin`` fixes the
-    domain rule's fallback margin; without it, each fold fits it on its own training queries.
+    The dataset of a domain is its expert when one is named like it, as in the benchmark. ``margin`` is the
+    domain rule's fallback margin.
     """
     if folds < 2:
         raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
@@ -80,7 +80,6 @@ def cross_validate(
                 fit,
                 names,
                 {d: e for d, e in expert_of.items() if d in fit_domains},
-                {d: base_scores[d][fold_of[d] != f] for d in fit_domains},
                 margin=margin,
             )
             for d in domains:
@@ -121,7 +120,7 @@ def choose_margin(
 ) -> tuple[float, dict[float, float]]:
     """The domain rule's fallback margin that serves held-out training queries best, and each margin's score.
 
-    Fitted on the queries that built the pilots, a margin looks needless (those queries sit close to their own
+    Judged on the queries that built the pilots, a margin looks needless (those queries sit close to their own
     domain's pilots); held out, an ambiguous query is a real one. Ties go to the smaller margin.
     """
     if not grid or any(m < 0 for m in grid):
