@@ -29,7 +29,7 @@ from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSu
 from router.training.data import domain_data
 from router.training.trainer import TrainConfig, train_expert
 from router.validation import choose_margin, cross_validate
-from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for
+from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for, train_multi_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("query", "query+document")
@@ -114,14 +114,11 @@ class Bench:
         if need_mt:
             t0 = time.monotonic()
             self.console.print(f"[bold]training[/] {mode} multi-task baseline on all {len(datasets)} domains")
-            train_expert(
-                self.settings.base_model,
-                self.encoder.base_fingerprint,
-                [domain_data(ds) for ds in datasets],
-                mt_dir,
-                name=MULTI_TASK,
-                domain="all",
-                cfg=self._cfg(mode, self.train_budget_s * 3),
+            train_multi_task(
+                self.settings,
+                self.encoder,
+                datasets,
+                self._cfg(mode, self.train_budget_s * 3),
                 doc_matrices=base_docs,
                 progress=lambda ep, val, loss: self.console.print(f"  {ep}: val nDCG@10 {val:.4f} loss {loss:.3f}"),
             )

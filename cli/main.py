@@ -115,6 +115,56 @@ def experts_train(
         _fail(e)
 
 
+@experts_app.command("train-multi-task")
+def experts_train_multi_task(
+    data: Annotated[Path, typer.Option(help="Folder of BEIR collections; each with a train split joins.")] = Path(
+        "../shared/data/beir"
+    ),
+    sides: Mode = "query",
+    only: Annotated[str | None, typer.Option(help="Comma-separated collection names.")] = None,
+    budget: Annotated[float, typer.Option(help="Time budget in seconds.")] = 1260.0,
+    max_epochs: Annotated[int, typer.Option()] = 15,
+    lr: Annotated[float, typer.Option()] = 5e-4,
+    replace: Annotated[bool, typer.Option(help="Replace the baseline that is there.")] = False,
+) -> None:
+    """Train the multi-task baseline: one LoRA on every collection's training data (what `rr bench quality` trains
+    when it is missing, with three times an expert's budget)."""
+    from ingest.beir import discover, load_dataset
+    from router.training.trainer import TrainConfig
+    from router.workbench import baseline_dir, make_encoder, train_multi_task
+
+    try:
+        s = get_settings()
+        out = baseline_dir(s, sides)
+        if (out / "manifest.json").is_file() and not replace:
+            _fail(RRError(f"a multi-task baseline exists at {out}; pass --replace to retrain it"))
+        names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+        folders = [p for p in discover(data) if names is None or p.name in names]
+        missing = sorted(set(names or []) - {p.name for p in folders})
+        if missing:
+            _fail(RRError(f"no collection named {', '.join(missing)} under {data}"))
+        datasets = [d for d in (load_dataset(p, ("train",)) for p in folders) if "train" in d.qrels]
+        cfg = TrainConfig(
+            sides=sides,
+            time_budget_s=budget,
+            max_epochs=max_epochs,
+            lr=lr,
+            query_max_length=s.query_max_length,
+            doc_max_length=s.doc_max_length,
+            device=s.device,
+        )
+        res = train_multi_task(
+            s,
+            make_encoder(s),
+            datasets,
+            cfg,
+            progress=lambda ep, v, loss: console.print(f"{ep}: held-out nDCG@10 {v:.4f} loss {loss:.3f}"),
+        )
+        console.print(f"wrote the multi-task baseline to {res.path}: {res.manifest.scores}")
+    except RRError as e:
+        _fail(e)
+
+
 @experts_app.command("list")
 def experts_list(sides: Mode = "query") -> None:
     from router.workbench import registry_for

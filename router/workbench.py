@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from router.cache import EmbeddingCache
 from router.encoders import BASE, TextEncoder
 from router.evaluation import Run, ndcg_at_10, search_matrix
 from router.experts import SIDES, ExpertRegistry
+
+if TYPE_CHECKING:
+    from router.training.trainer import TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,46 @@ def registry_for(settings: Settings, mode: str) -> ExpertRegistry:
 
 def baseline_dir(settings: Settings, mode: str) -> Path:
     return Path(settings.experts_dir) / "baselines" / f"{MULTI_TASK}-{MODE_DIRS[check_mode(mode)]}"
+
+
+def train_multi_task(
+    settings: Settings,
+    encoder: TextEncoder,
+    datasets: Sequence[BeirDataset],
+    cfg: TrainConfig,
+    doc_matrices: dict[str, np.ndarray] | None = None,
+    progress: Callable[[str, float, float], None] | None = None,
+) -> TrainResult:
+    """The multi-task baseline of ``cfg.sides``: one LoRA on the union of every domain's training data, written to
+    :func:`baseline_dir` (replacing what is there only once training has succeeded)."""
+    import shutil
+
+    from router.training.data import domain_data
+    from router.training.trainer import train_expert
+
+    if not datasets:
+        raise InvalidInput("the multi-task baseline needs at least one collection with a train split", field="data")
+    out = baseline_dir(settings, cfg.sides)
+    docs = doc_matrices or {
+        ds.name: encoder.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets
+    }
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = train_expert(
+        settings.base_model,
+        encoder.base_fingerprint,
+        [domain_data(ds) for ds in datasets],
+        tmp,
+        name=MULTI_TASK,
+        domain="all",
+        cfg=cfg,
+        doc_matrices=docs,
+        progress=progress,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    res.path = out
+    return res
 
 
 def make_encoder(settings: Settings) -> TextEncoder:

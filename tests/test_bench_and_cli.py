@@ -168,3 +168,46 @@ def test_an_extra_rule_is_served_only_if_it_wins_without_losing_a_point_anywhere
     assert choose_default_rule(rows, ["x", "y"]) == "router_retriever"
     rows["router_retriever_domain"] = {"x": 0.60, "y": 0.495, "avg": 0.5475}  # -0.5 on y: allowed
     assert choose_default_rule(rows, ["x", "y"]) == "router_retriever_domain"
+
+
+def test_cli_trains_the_multi_task_baseline_on_every_collection(
+    bench: tuple[dict, Path],  # type: ignore[type-arg]
+    tiny_model: Path,
+    beir_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    from cli.main import app
+
+    _, root = bench
+    experts = tmp_path / "experts"
+    shutil.copytree(root / "experts", experts)  # the bench's own baseline stays as the other tests saw it
+    manifest = experts / "baselines" / "multi_task-query" / "manifest.json"
+    before = json.loads(manifest.read_text())
+    for k, v in {
+        "RR_BASE_MODEL": str(tiny_model),
+        "RR_EXPERTS_DIR": str(experts),
+        "RR_CACHE_DIR": str(root / "cache"),
+        "RR_BF16": "false",
+    }.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        args = ["experts", "train-multi-task", "--data", str(beir_root), "--max-epochs", "1", "--budget", "30"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "pass --replace" in res.output
+        assert json.loads(manifest.read_text()) == before  # refused: nothing touched
+        res = runner.invoke(app, [*args, "--only", "bio,nope", "--replace"])
+        assert res.exit_code == 2 and "no collection named nope" in res.output
+        res = runner.invoke(app, [*args, "--lr", "1e-3", "--replace"])
+        assert res.exit_code == 0, res.output
+        after = json.loads(manifest.read_text())
+        assert after["name"] == "multi_task" and after["domain"] == "all" and after["sides"] == "query"
+        assert sorted(after["training"]["data"]) == sorted(p.name for p in beir_root.iterdir())
+        assert after["training"]["config"]["lr"] == 1e-3 and after["created_at"] != before["created_at"]
+        assert not list(manifest.parent.parent.glob(".*.tmp"))
+    finally:
+        get_settings.cache_clear()
