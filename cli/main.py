@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from core.errors import RRError
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from router.training.trainer import TrainConfig
 
 app = typer.Typer(help="RouterRetriever: routed LoRA experts over a frozen encoder.", no_args_is_help=True)
 experts_app = typer.Typer(help="Train, list and remove experts.", no_args_is_help=True)
@@ -29,6 +32,23 @@ Mode = Annotated[str, typer.Option(help="Expert sides: 'query' (default, the pap
 def _fail(err: Exception) -> None:
     console.print(f"[red]error:[/] {err}")
     raise typer.Exit(2)
+
+
+def _train_config(sides: str, budget: float, max_epochs: int, lr: float, **extra: Any) -> TrainConfig:
+    """Training settings from the command line, with the query and document lengths and device of the settings."""
+    from router.training.trainer import TrainConfig
+
+    s = get_settings()
+    return TrainConfig(
+        sides=sides,
+        time_budget_s=budget,
+        max_epochs=max_epochs,
+        lr=lr,
+        query_max_length=s.query_max_length,
+        doc_max_length=s.doc_max_length,
+        device=s.device,
+        **extra,
+    )
 
 
 @experts_app.command("train")
@@ -70,7 +90,7 @@ def experts_train(
     from ingest.beir import load_dataset
     from router.experts import check_name
     from router.training.data import domain_data
-    from router.training.trainer import TrainConfig, train_expert
+    from router.training.trainer import train_expert
     from router.workbench import make_encoder, registry_for
 
     try:
@@ -82,18 +102,15 @@ def experts_train(
         ds = load_dataset(data, ("train",))
         enc = make_encoder(s)
         docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document")}
-        cfg = TrainConfig(
-            sides=sides,
-            time_budget_s=budget,
-            max_epochs=max_epochs,
-            lr=lr,
+        cfg = _train_config(
+            sides,
+            budget,
+            max_epochs,
+            lr,
             real_share=real_share,
             val_real_weight=val_real_weight,
             hard_negatives=hard_negatives,
             pseudo_context=pseudo_context,
-            query_max_length=s.query_max_length,
-            doc_max_length=s.doc_max_length,
-            device=s.device,
         )
         tmp = reg.root / f".{name}.tmp"
         res = train_expert(
@@ -130,7 +147,6 @@ def experts_train_multi_task(
     """Train the multi-task baseline: one LoRA on every collection's training data (what `rr bench quality` trains
     when it is missing, with three times an expert's budget)."""
     from ingest.beir import discover, load_dataset
-    from router.training.trainer import TrainConfig
     from router.workbench import baseline_dir, make_encoder, train_multi_task
 
     try:
@@ -144,15 +160,7 @@ def experts_train_multi_task(
         if missing:
             _fail(RRError(f"no collection named {', '.join(missing)} under {data}"))
         datasets = [d for d in (load_dataset(p, ("train",)) for p in folders) if "train" in d.qrels]
-        cfg = TrainConfig(
-            sides=sides,
-            time_budget_s=budget,
-            max_epochs=max_epochs,
-            lr=lr,
-            query_max_length=s.query_max_length,
-            doc_max_length=s.doc_max_length,
-            device=s.device,
-        )
+        cfg = _train_config(sides, budget, max_epochs, lr)
         res = train_multi_task(
             s,
             make_encoder(s),

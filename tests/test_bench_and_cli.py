@@ -16,6 +16,18 @@ from router.validation import VALIDATED
 from tests.platform_fixtures import make_settings
 
 
+def use_bench_settings(monkeypatch: pytest.MonkeyPatch, model: Path, experts: Path, cache: Path) -> None:
+    """Point the CLI's settings at the tiny model and a bench's experts and cache."""
+    for k, v in {
+        "RR_BASE_MODEL": str(model),
+        "RR_EXPERTS_DIR": str(experts),
+        "RR_CACHE_DIR": str(cache),
+        "RR_BF16": "false",
+    }.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def bench(tiny_model: Path, beir_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # type: ignore[type-arg]
     root = tmp_path_factory.mktemp("bench")
@@ -122,14 +134,7 @@ def test_cli_eval_and_experts_list(
     from cli.main import app
 
     out, root = bench
-    for k, v in {
-        "RR_BASE_MODEL": str(tiny_model),
-        "RR_EXPERTS_DIR": str(root / "experts"),
-        "RR_CACHE_DIR": str(root / "cache"),
-        "RR_BF16": "false",
-    }.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
+    use_bench_settings(monkeypatch, tiny_model, root / "experts", root / "cache")
     try:
         runner = CliRunner()
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever"])
@@ -186,14 +191,7 @@ def test_cli_trains_the_multi_task_baseline_on_every_collection(
     shutil.copytree(root / "experts", experts)  # the bench's own baseline stays as the other tests saw it
     manifest = experts / "baselines" / "multi_task-query" / "manifest.json"
     before = json.loads(manifest.read_text())
-    for k, v in {
-        "RR_BASE_MODEL": str(tiny_model),
-        "RR_EXPERTS_DIR": str(experts),
-        "RR_CACHE_DIR": str(root / "cache"),
-        "RR_BF16": "false",
-    }.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
+    use_bench_settings(monkeypatch, tiny_model, experts, root / "cache")
     try:
         runner = CliRunner()
         args = ["experts", "train-multi-task", "--data", str(beir_root), "--max-epochs", "1", "--budget", "30"]
