@@ -263,3 +263,49 @@ def test_query_document_training_on_inverse_cloze_pairs(tiny_model: Path, tmp_pa
         TrainConfig(sides="query+document", pseudo_context="span")
     with pytest.raises(InvalidInput, match="ict_keep must be"):
         TrainConfig(sides="query+document", pseudo_context="ict", ict_keep=1.5)
+
+
+def test_a_judging_slice_is_held_out_from_training_and_early_stopping() -> None:
+    import random
+
+    from router.training.data import Example
+    from router.training.trainer import _split
+
+    real = [Example(f"q{i}", "a question", (i,)) for i in range(40)]
+    synth = [Example(f"ssl:{i}", "a title", (i,), synthetic=True) for i in range(100)]
+    fit0, val0, judge0 = _split(real + synth, TrainConfig(), random.Random(0))
+    fit, val, judge = _split(real + synth, TrainConfig(judge_fraction=0.1), random.Random(0))
+    assert judge0 == [] and len(judge) == 4 and all(not e.synthetic for e in judge)
+    assert [e.qid for e in val] == [e.qid for e in val0]  # early stopping holds out the same slice either way
+    assert {e.qid for e in judge}.isdisjoint({e.qid for e in fit} | {e.qid for e in val})
+    assert {e.qid for e in fit} | {e.qid for e in judge} == {e.qid for e in fit0}
+    # a domain too small for a judging slice keeps its few queries for training
+    assert _split(real[:5], TrainConfig(judge_fraction=0.3), random.Random(0))[2] == []
+    with pytest.raises(InvalidInput, match="judge_fraction"):
+        TrainConfig(judge_fraction=0.5)
+
+
+def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> None:
+    from router.training.data import DomainData, Example
+
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
+    docs = [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:24]
+    examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
+    data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+    cfg = TrainConfig(judge_fraction=0.2, max_epochs=2, patience=2, bf16=False, lr=5e-3, batch_size=4)
+    res = train_expert(
+        str(tiny_model),
+        enc.base_fingerprint,
+        [data],
+        tmp_path / "aero",
+        name="aero",
+        domain="aero",
+        cfg=cfg,
+        doc_matrices={"aero": enc.encode(docs, None, "document")},
+    )
+    m = Manifest.load(res.path)
+    judged = m.training["judge_queries"]["aero"]
+    assert len(judged) == 5 and set(judged) <= {e.qid for e in examples}  # 20% of 24
+    assert 0 <= m.scores["judge_ndcg@10"] <= 1 and 0 <= m.scores["judge_ndcg@10_base"] <= 1
+    assert m.training["config"]["judge_fraction"] == 0.2

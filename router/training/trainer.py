@@ -41,6 +41,9 @@ class TrainConfig:
     patience: int = 3
     time_budget_s: float = 900.0
     val_fraction: float = 0.15
+    # Real queries held out from training AND early stopping, to judge finished experts against each other (a
+    # sweep's candidates): the early-stopping slice flatters whichever candidate was stopped on it. 0: none.
+    judge_fraction: float = 0.0
     max_val: int = 200
     query_max_length: int = 256
     doc_max_length: int = 256
@@ -101,6 +104,8 @@ class TrainConfig:
             )
         if not 0 <= self.ict_keep <= 1:
             raise InvalidInput(f"ict_keep must be in [0, 1], got {self.ict_keep}", field="ict_keep")
+        if not 0 <= self.judge_fraction < 0.5:
+            raise InvalidInput(f"judge_fraction must be in [0, 0.5), got {self.judge_fraction}", field="judge_fraction")
         if not 0 < self.val_fraction < 0.5:
             raise InvalidInput(f"val_fraction must be in (0, 0.5), got {self.val_fraction}", field="val_fraction")
 
@@ -112,19 +117,25 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def _split(examples: list[Example], cfg: TrainConfig, rng: random.Random) -> tuple[list[Example], list[Example]]:
-    """Hold out a slice of the real queries; a domain with very few adds held-out pseudo-queries to steady it."""
+def _split(
+    examples: list[Example], cfg: TrainConfig, rng: random.Random
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """(fit, val, judge): hold out a slice of the real queries for early stopping (a domain with very few adds
+    held-out pseudo-queries to steady it) and, with ``cfg.judge_fraction``, a further slice that neither training
+    nor early stopping sees. The early-stopping slice is the same with or without a judging slice."""
     real = [e for e in examples if not e.synthetic]
     synth = [e for e in examples if e.synthetic]
     rng.shuffle(real)
     rng.shuffle(synth)
     n_val = min(cfg.max_val, max(2, round(len(real) * cfg.val_fraction))) if len(real) >= 4 else 0
-    val, fit = real[:n_val], real[n_val:]
+    n_judge = min(cfg.max_val, max(2, round(len(real) * cfg.judge_fraction))) if cfg.judge_fraction else 0
+    n_judge = n_judge if len(real) - n_val - n_judge >= 2 else 0  # never at the cost of all training queries
+    val, judge, fit = real[:n_val], real[n_val : n_val + n_judge], real[n_val + n_judge :]
     if synth:
         n_sval = max(0, min(100, len(synth) // 10, 60 - n_val))
         val += synth[:n_sval]
         fit += synth[n_sval:]
-    return fit, val
+    return fit, val, judge
 
 
 def repeats_for_real(fit: list[Example], cfg: TrainConfig) -> int:
@@ -310,6 +321,24 @@ def train_expert(
         ]
         return float(np.mean(scores)) if scores else float("nan")
 
+    def judge_score() -> float:
+        per = [
+            mean(
+                _evaluate(
+                    m,
+                    by_name[n],
+                    splits[n][2],
+                    doc_matrices[n] if cfg.sides == "query" and doc_matrices else None,
+                    cfg,
+                    2,
+                )
+            )
+            for n in by_name
+            if splits[n][2]
+        ]
+        return float(np.mean(per))
+
+    judge_base = judge_score() if any(splits[n][2] for n in by_name) else None  # the adapter starts as the identity
     start = time.monotonic()
     best = val_score(1)
     history = [{"epoch": 0.0, "loss": float("nan"), "val_ndcg10": best, "seconds": 0.0}]
@@ -392,6 +421,10 @@ def train_expert(
             break
     if cfg.keep == "best":
         m.model.load_state_dict(best_state, strict=False)
+    scores = {"val_ndcg@10": round(best, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)}
+    if judge_base is not None:
+        scores["judge_ndcg@10"] = round(judge_score(), 4)
+        scores["judge_ndcg@10_base"] = round(judge_base, 4)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.model.save_pretrained(str(out))
@@ -415,6 +448,7 @@ def train_expert(
         "training_rows": n_fit_rows,
         "real_query_repeats": {d.name: repeats_for_real(splits[d.name][0], cfg) for d in domains},
         "held_out": {n: len(splits[n][1]) for n in splits},
+        "judge_queries": {n: [e.qid for e in splits[n][2]] for n in splits if splits[n][2]},
         "negatives": "whole frozen-base corpus of the domain"
         if cfg.sides == "query"
         else "in-batch documents"
@@ -437,7 +471,7 @@ def train_expert(
         dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
         training=training,
-        scores={"val_ndcg@10": round(best, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)},
+        scores=scores,
     )
     manifest.save(out)
     return TrainResult(manifest, out, history)
