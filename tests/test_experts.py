@@ -17,6 +17,12 @@ from router.training.data import domain_data
 from router.training.trainer import TrainConfig, train_expert
 
 
+def word_pair_docs(n: int = 24) -> list[str]:
+    """Small documents of two alternating words from the tiny model's vocabulary."""
+    words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
+    return [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:n]
+
+
 def test_manifest_round_trip(tmp_path: Path) -> None:
     m = Manifest(
         name="scifact",
@@ -233,8 +239,7 @@ def test_query_document_training_on_inverse_cloze_pairs(tiny_model: Path, tmp_pa
     from router.training.data import DomainData, Example
 
     enc = TextEncoder(str(tiny_model), bf16=False)
-    words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
-    docs = [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:24]
+    docs = word_pair_docs()
     examples = [
         Example(f"ssl:{i}", d.split()[0] + " " + d.split()[1], (i,), synthetic=True, context=f"{d.split()[1]} {d}")
         for i, d in enumerate(docs)
@@ -289,8 +294,7 @@ def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> 
     from router.training.data import DomainData, Example
 
     enc = TextEncoder(str(tiny_model), bf16=False)
-    words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
-    docs = [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:24]
+    docs = word_pair_docs()
     examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
     data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
     cfg = TrainConfig(judge_fraction=0.2, max_epochs=2, patience=2, bf16=False, lr=5e-3, batch_size=4)

@@ -302,41 +302,19 @@ def train_expert(
             fit = splits[d.name][0]
             hard.update(mine_hard_negatives(m, d, fit, doc_matrices[d.name], cfg, drop_self))
 
+    def slice_scores(n: str, part: int, seed: int) -> dict[str, float]:
+        """Per-query nDCG@10 on domain ``n``'s early-stopping (``part`` 1) or judging (2) slice."""
+        docs = doc_matrices[n] if cfg.sides == "query" and doc_matrices else None
+        return _evaluate(m, by_name[n], splits[n][part], docs, cfg, seed)
+
     def val_score(seed: int) -> float:
         scores = [
-            held_out_score(
-                _evaluate(
-                    m,
-                    by_name[n],
-                    splits[n][1],
-                    doc_matrices[n] if cfg.sides == "query" and doc_matrices else None,
-                    cfg,
-                    seed,
-                ),
-                splits[n][1],
-                cfg.val_real_weight,
-            )
-            for n in by_name
-            if splits[n][1]
+            held_out_score(slice_scores(n, 1, seed), splits[n][1], cfg.val_real_weight) for n in by_name if splits[n][1]
         ]
         return float(np.mean(scores)) if scores else float("nan")
 
     def judge_score() -> float:
-        per = [
-            mean(
-                _evaluate(
-                    m,
-                    by_name[n],
-                    splits[n][2],
-                    doc_matrices[n] if cfg.sides == "query" and doc_matrices else None,
-                    cfg,
-                    2,
-                )
-            )
-            for n in by_name
-            if splits[n][2]
-        ]
-        return float(np.mean(per))
+        return float(np.mean([mean(slice_scores(n, 2, 2)) for n in by_name if splits[n][2]]))
 
     judge_base = judge_score() if any(splits[n][2] for n in by_name) else None  # the adapter starts as the identity
     start = time.monotonic()
