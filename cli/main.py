@@ -159,7 +159,11 @@ def experts_train_multi_task(
         missing = sorted(set(names or []) - {p.name for p in folders})
         if missing:
             _fail(RRError(f"no collection named {', '.join(missing)} under {data}"))
-        datasets = [d for d in (load_dataset(p, ("train",)) for p in folders) if "train" in d.qrels]
+        loaded = [load_dataset(p, ("train",)) for p in folders]
+        untrained = [d.name for d in loaded if "train" not in d.qrels]
+        if names and untrained:  # asked for by name: not silently left out
+            _fail(RRError(f"{', '.join(untrained)} under {data} has no train split (qrels/train.tsv)"))
+        datasets = [d for d in loaded if "train" in d.qrels]
         cfg = _train_config(sides, budget, max_epochs, lr)
         res = train_multi_task(
             s,

@@ -82,8 +82,12 @@ def train_multi_task(
         doc_matrices=docs,
         progress=progress,
     )
-    shutil.rmtree(out, ignore_errors=True)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)  # the previous baseline stays on disk until the new one is in place
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     res.path = out
     return res
 

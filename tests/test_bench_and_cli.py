@@ -200,12 +200,24 @@ def test_cli_trains_the_multi_task_baseline_on_every_collection(
         assert json.loads(manifest.read_text()) == before  # refused: nothing touched
         res = runner.invoke(app, [*args, "--only", "bio,nope", "--replace"])
         assert res.exit_code == 2 and "no collection named nope" in res.output
+        # a collection without a train split: named, it is an error; found among others, it is left out
+        untrained = tmp_path / "beir"
+        shutil.copytree(beir_root / "bio", untrained / "bio")
+        (untrained / "bio" / "qrels" / "train.tsv").unlink()
+        no_train = ["experts", "train-multi-task", "--data", str(untrained), "--max-epochs", "1", "--replace"]
+        res = runner.invoke(app, [*no_train, "--only", "bio"])
+        said = " ".join(res.output.split())  # the console wraps long lines
+        assert res.exit_code == 2 and "bio under" in said and "has no train split" in said
+        res = runner.invoke(app, no_train)
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "needs at least one collection with a train split" in said
+        assert json.loads(manifest.read_text()) == before  # every refusal left the baseline as it was
         res = runner.invoke(app, [*args, "--lr", "1e-3", "--replace"])
         assert res.exit_code == 0, res.output
         after = json.loads(manifest.read_text())
         assert after["name"] == "multi_task" and after["domain"] == "all" and after["sides"] == "query"
         assert sorted(after["training"]["data"]) == sorted(p.name for p in beir_root.iterdir())
         assert after["training"]["config"]["lr"] == 1e-3 and after["created_at"] != before["created_at"]
-        assert not list(manifest.parent.parent.glob(".*.tmp"))
+        assert not list(manifest.parent.parent.glob(".*.tmp")) and not list(manifest.parent.parent.glob(".*.old"))
     finally:
         get_settings.cache_clear()

@@ -1,0 +1,84 @@
+"""scripts/sweep_experts.py decide: which candidate may replace a shipped expert, judged on which slice."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from core.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sweep_experts", ROOT / "scripts" / "sweep_experts.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_expert(path: Path, val: float, lr: float, base_path: str, marker: str) -> None:
+    path.mkdir(parents=True)
+    config = {"lr": lr, "batch_size": 32, "time_budget_s": 420.0}
+    manifest = {"scores": {"val_ndcg@10": val}, "training": {"config": config, "stopped_by": "time_budget"}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_path, "marker": marker}))
+
+
+@pytest.fixture()
+def sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Path, Path]]:
+    monkeypatch.setenv("RR_EXPERTS_DIR", str(tmp_path / "experts"))
+    get_settings.cache_clear()
+    shipped = tmp_path / "experts" / "query" / "med"
+    write_expert(shipped, 0.80, 5e-4, "/packaged/model", "shipped")
+    yield load_script(), shipped, tmp_path / "sweep"
+    get_settings.cache_clear()
+
+
+def decide(module: ModuleType, sweep_dir: Path, rows: list[dict], apply: bool) -> dict:  # type: ignore[type-arg]
+    sweep_dir.mkdir(exist_ok=True)
+    for r in rows:
+        write_expert(sweep_dir / r["tag"], r["val"]["val_ndcg@10"], r["lr"], "/gpu/copy", r["tag"])
+    (sweep_dir / "results.json").write_text(json.dumps(rows))
+    out = sweep_dir / "decision.json"
+    args = argparse.Namespace(sweep=sweep_dir, min_gain=0.002, apply=apply, trained_on="a test", json=out)
+    module.decide(args)
+    return json.loads(out.read_text())["experts"]["med"]  # type: ignore[no-any-return]
+
+
+def row(lr: float, val: float, judge: float | None = None) -> dict:  # type: ignore[type-arg]
+    scores = {"val_ndcg@10": val, **({"judge_ndcg@10": judge} if judge is not None else {})}
+    return {"tag": f"med-lr{lr:g}-bs32", "name": "med", "lr": lr, "batch_size": 32, "val": scores}
+
+
+def test_candidates_with_a_judging_slice_are_judged_on_it_against_the_shipped_settings(
+    sweep: tuple[ModuleType, Path, Path],
+) -> None:
+    module, shipped, sweep_dir = sweep
+    # lr 2e-4 has the best early-stopping score, but on the judging slice lr 1e-3 leads the control (5e-4)
+    rows = [row(5e-4, 0.80, 0.70), row(2e-4, 0.85, 0.69), row(1e-3, 0.79, 0.73)]
+    got = decide(module, sweep_dir, rows, apply=True)
+    assert got["judged_on"].startswith("judging slice") and got["best"] == "med-lr0.001-bs32"
+    assert got["gain"] == pytest.approx(0.03) and got["passes_rule"]
+    adapter = json.loads((shipped / "adapter_config.json").read_text())
+    assert adapter["marker"] == "med-lr0.001-bs32"  # the winner is installed ...
+    assert adapter["base_model_name_or_path"] == "/packaged/model"  # ... recording the shipped base's path
+    assert json.loads((shipped / "manifest.json").read_text())["training"]["trained_on"] == "a test"
+    assert not list(shipped.parent.glob(".*.tmp"))
+
+
+def test_without_a_judging_slice_a_small_gain_over_the_shipped_score_keeps_the_shipped_expert(
+    sweep: tuple[ModuleType, Path, Path],
+) -> None:
+    module, shipped, sweep_dir = sweep
+    got = decide(module, sweep_dir, [row(5e-4, 0.79), row(1e-3, 0.8015)], apply=True)
+    assert got["judged_on"] == "early-stopping slice" and got["best"] == "med-lr0.001-bs32"
+    assert got["gain"] == pytest.approx(0.0015) and not got["passes_rule"]
+    assert json.loads((shipped / "adapter_config.json").read_text())["marker"] == "shipped"  # untouched
