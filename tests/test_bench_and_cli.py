@@ -62,6 +62,14 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
         # the served rule is chosen on held-out training queries, not on the test rows above
         assert set(body["routing_validation"]) == set(VALIDATED)
         assert body["default_rule"] == choose_default_rule(body["routing_validation"], ["aero", "bio"])
+        # beside it, the same systems on the queries each expert held out for early stopping (recorded in its
+        # manifest)
+        for name in ("aero", "bio"):
+            recorded = body["experts"][name]["training"]["val_queries"][name]
+            assert body["routing_unseen_queries"][name] == len(recorded) > 0
+        assert set(body["routing_unseen"]) == set(VALIDATED)
+        for row in body["routing_unseen"].values():
+            assert set(row) == {"aero", "bio", "avg"}
         for d in ("aero", "bio", "avg"):
             want = body["systems"][body["default_rule"]][d] - body["systems"]["router_retriever"][d]
             assert abs(body["default_rule_test_delta"][d] - want) < 1e-3
@@ -85,6 +93,7 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
             assert abs(r["diff"] - (m[e][e] - m["base"][e])) < 1e-3
     md = (root / "results" / "quality.md").read_text()
     assert "| router_retriever vs dataset_router |" in md
+    assert "on the training queries no expert trained on" in md
     assert (root / "results" / "quality.md").read_text().startswith("# Quality")
     assert (root / "experts" / "query" / "pilots.json").is_file()
     assert (root / "experts" / "query-document" / "aero" / "manifest.json").is_file()

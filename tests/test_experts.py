@@ -14,7 +14,7 @@ from router.cache import EmbeddingCache
 from router.encoders import TextEncoder
 from router.experts import ExpertRegistry, Manifest
 from router.training.data import domain_data
-from router.training.trainer import TrainConfig, train_expert
+from router.training.trainer import TrainConfig, held_out_queries, train_expert
 
 
 def word_pair_docs(n: int = 24) -> list[str]:
@@ -313,3 +313,18 @@ def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> 
     assert len(judged) == 5 and set(judged) <= {e.qid for e in examples}  # 20% of 24
     assert 0 <= m.scores["judge_ndcg@10"] <= 1 and 0 <= m.scores["judge_ndcg@10_base"] <= 1
     assert m.training["config"]["judge_fraction"] == 0.2
+    # The queries the expert never trained on: its early-stopping slice (recorded) and its judging slice.
+    val = m.training["val_queries"]["aero"]
+    assert len(val) == 4 and not set(val) & set(judged)  # 15% of 24
+    unseen = held_out_queries(m, data)
+    assert unseen == val + judged
+    # An older manifest without the record: the slices are drawn again exactly as training drew them ...
+    del m.training["val_queries"]
+    assert held_out_queries(m, data) == unseen
+    # ... and a draw that no longer matches the recorded held-out count (the data changed) is refused.
+    shrunk = DomainData("aero", data.doc_ids, docs, examples[:-8])
+    with pytest.raises(InvalidInput, match="held-out slice again gave 2"):
+        held_out_queries(m, shrunk)
+    m.training["data"] = ["aero", "bio"]
+    with pytest.raises(InvalidInput, match="cannot be drawn again"):
+        held_out_queries(m, data)

@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InvalidInput
 from router.pilots import PilotScores
-from router.validation import VALIDATED, choose_margin, cross_validate
+from router.validation import VALIDATED, choose_margin, cross_validate, held_out_validate
 
 
 def _cluster(center: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,3 +71,28 @@ def test_the_fallback_margin_is_chosen_on_held_out_queries() -> None:
     assert choose_margin(ps2, ["a", "b"], base2, grid=(0.0, 0.3), folds=3, seeds=(0,))[0] == 0.0
     with pytest.raises(InvalidInput, match="margin grid"):
         choose_margin(ps2, ["a", "b"], base2, grid=(-0.1,))
+
+
+def test_routing_is_judged_on_the_given_held_out_queries_only() -> None:
+    ps, base = _two_domains()
+    # "b3" scores 1 for expert "a" alone: only a rule that sends it to "a" earns it. Routed by pilots fitted on
+    # the other queries, it goes to "b" and scores 0; the oracle, which reads the scores, takes "a".
+    ps.scores["b"]["a"][3], ps.scores["b"]["b"][3] = 1.0, 0.0
+    got = held_out_validate(ps, ["a", "b"], base, {"a": ["a0", "a1"], "b": ["b2", "b3"]})
+    assert set(got) == set(VALIDATED)
+    assert got["router_retriever"] == {"a": 1.0, "b": 0.5, "avg": 0.75}
+    assert got["dataset_router"] == {"a": 1.0, "b": 0.5, "avg": 0.75}
+    assert got["dataset_oracle"]["b"] == 0.5  # one expert for the whole held-out slice: "a" and "b" tie at 0.5
+    # a domain with no held-out queries is left out of the average
+    only_a = held_out_validate(ps, ["a", "b"], base, {"a": ["a0"]})
+    assert only_a["router_retriever"] == {"a": 1.0, "avg": 1.0}
+
+
+def test_held_out_queries_must_be_training_queries() -> None:
+    ps, base = _two_domains()
+    with pytest.raises(InvalidInput, match="1 held-out queries of 'a' are not among its training queries"):
+        held_out_validate(ps, ["a", "b"], base, {"a": ["a0", "zz"]})
+    with pytest.raises(InvalidInput, match="domains without training queries: \\['c'\\]"):
+        held_out_validate(ps, ["a", "b"], base, {"c": ["c0"]})
+    with pytest.raises(InvalidInput, match="no held-out queries"):
+        held_out_validate(ps, ["a", "b"], base, {"a": []})

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,37 @@ def _split(
         val += synth[:n_sval]
         fit += synth[n_sval:]
     return fit, val, judge
+
+
+def held_out_queries(manifest: Manifest, data: DomainData) -> list[str]:
+    """The real queries of ``data`` that the expert of ``manifest`` did not train on: its early-stopping slice and
+    its judging slice.
+
+    Read from the manifest (``training.val_queries``) where it records them; an older single-domain manifest is
+    drawn again exactly as training drew it (the seeded generator's first use, with the recorded config) and
+    checked against the held-out count it records.
+    """
+    training = manifest.training
+    recorded = training.get("val_queries")
+    if recorded is not None:
+        return list(recorded.get(data.name, [])) + list(training.get("judge_queries", {}).get(data.name, []))
+    if training.get("data") != [data.name]:
+        raise InvalidInput(
+            f"expert {manifest.name!r} does not record its held-out queries and was not trained on {data.name!r} "
+            "alone, so they cannot be drawn again",
+            field="manifest",
+        )
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in training.get("config", {}).items() if k in known})
+    _, val, judge_slice = _split(list(data.examples), cfg, random.Random(cfg.seed))
+    want = training.get("held_out", {}).get(data.name)
+    if want is not None and want != len(val):
+        raise InvalidInput(
+            f"expert {manifest.name!r}: drawing its held-out slice again gave {len(val)} examples, its manifest "
+            f"records {want}; the training data or the split changed since it was trained",
+            field="manifest",
+        )
+    return [e.qid for e in val if not e.synthetic] + [e.qid for e in judge_slice]
 
 
 def repeats_for_real(fit: list[Example], cfg: TrainConfig) -> int:
@@ -426,6 +457,7 @@ def train_expert(
         "training_rows": n_fit_rows,
         "real_query_repeats": {d.name: repeats_for_real(splits[d.name][0], cfg) for d in domains},
         "held_out": {n: len(splits[n][1]) for n in splits},
+        "val_queries": {n: [e.qid for e in splits[n][1] if not e.synthetic] for n in splits},
         "judge_queries": {n: [e.qid for e in splits[n][2]] for n in splits if splits[n][2]},
         "negatives": "whole frozen-base corpus of the domain"
         if cfg.sides == "query"
