@@ -346,13 +346,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"Routing on held-out training queries ({body.get('default_rule_basis', '')}), "
                 "the basis of the served rule:",
                 "",
-                "| system | " + " | ".join(vds) + " | avg |",
-                "|---|" + "---|" * (len(vds) + 1),
+                *_score_table(body["routing_validation"], vds),
             ]
-            for name, row in body["routing_validation"].items():
-                lines.append(
-                    f"| {name} | " + " | ".join(f"{100 * row[d]:.1f}" for d in vds) + f" | {100 * row['avg']:.1f} |"
-                )
             if body.get("routing_unseen"):
                 counts = body.get("routing_unseen_queries", {})
                 lines += [
@@ -363,15 +358,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                     + f", {sum(counts.values())} in all), routed by pilots and routers fitted on the other training "
                     "queries:",
                     "",
-                    "| system | " + " | ".join(vds) + " | avg |",
-                    "|---|" + "---|" * (len(vds) + 1),
+                    *_score_table(body["routing_unseen"], vds),
                 ]
-                for name, row in body["routing_unseen"].items():
-                    lines.append(
-                        f"| {name} | "
-                        + " | ".join(f"{100 * row[d]:.1f}" if d in row else "-" for d in vds)
-                        + f" | {100 * row['avg']:.1f} |"
-                    )
             delta = body.get("default_rule_test_delta", {})
             if served != "router_retriever" and delta:
                 lines += [
@@ -395,6 +383,15 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [f"Default mode: {result['default_mode']} ({result['default_mode_reason']}).", ""]
     lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
     return "\n".join(lines)
+
+
+def _score_table(rows: dict[str, dict[str, float]], datasets: Sequence[str]) -> list[str]:
+    """Markdown rows of nDCG@10 x 100 per system, per dataset ("-" where a system has no score) and on average."""
+    out = ["| system | " + " | ".join(datasets) + " | avg |", "|---|" + "---|" * (len(datasets) + 1)]
+    for name, row in rows.items():
+        cells = [f"{100 * row[d]:.1f}" if d in row else "-" for d in datasets]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {100 * row['avg']:.1f} |")
+    return out
 
 
 def _significance_lines(body: dict[str, Any]) -> list[str]:
