@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -49,6 +51,43 @@ def _train_config(sides: str, budget: float, max_epochs: int, lr: float, **extra
         device=s.device,
         **extra,
     )
+
+
+@contextmanager
+def _training_display() -> Iterator[dict[str, Any]]:
+    """Keyword arguments for ``train_expert``: a line per epoch, a bar over each epoch's steps, and Ctrl-C ending
+    training with the best checkpoint so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        bar = prog.add_task("epoch 1", total=None)
+        epochs = [0]
+
+        def on_epoch(ep: str, v: float, loss: float) -> None:
+            console.print(f"{ep}: held-out nDCG@10 {v:.4f} loss {loss:.3f}")
+            epochs[0] += 1
+            prog.reset(bar, description=f"epoch {epochs[0]} (Ctrl-C: stop, keep the best so far)", total=None)
+
+        def on_step(done: int, total: int) -> None:
+            prog.update(bar, completed=done, total=total)
+
+        yield {"progress": on_epoch, "on_step": on_step, "keep_on_interrupt": True}
+
+
+def _report_stop(manifest: Any) -> None:
+    t = manifest.training
+    if t.get("stopped_by") == "interrupted":
+        console.print(
+            f"[yellow]interrupted[/]: kept epoch {t['best_epoch']} of {t['epochs_run']} completed "
+            f"(held-out nDCG@10 {manifest.scores['val_ndcg@10']:.4f})"
+        )
 
 
 @experts_app.command("train")
@@ -113,19 +152,21 @@ def experts_train(
             pseudo_context=pseudo_context,
         )
         tmp = reg.root / f".{name}.tmp"
-        res = train_expert(
-            s.base_model,
-            enc.base_fingerprint,
-            [domain_data(ds)],
-            tmp,
-            name=name,
-            domain=domain or ds.name,
-            cfg=cfg,
-            doc_matrices=docs,
-            progress=lambda ep, v, loss: console.print(f"{ep}: held-out nDCG@10 {v:.4f} loss {loss:.3f}"),
-        )
+        with _training_display() as display:
+            res = train_expert(
+                s.base_model,
+                enc.base_fingerprint,
+                [domain_data(ds)],
+                tmp,
+                name=name,
+                domain=domain or ds.name,
+                cfg=cfg,
+                doc_matrices=docs,
+                **display,
+            )
         expert = reg.add(tmp, replace=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        _report_stop(res.manifest)
         console.print(f"registered {expert.name!r} at {expert.path}: {res.manifest.scores}")
         console.print("rebuild the pilot library with `rr bench quality` (or `rr pilots build`) to route to it")
     except RRError as e:
@@ -165,13 +206,9 @@ def experts_train_multi_task(
             _fail(RRError(f"{', '.join(untrained)} under {data} has no train split (qrels/train.tsv)"))
         datasets = [d for d in loaded if "train" in d.qrels]
         cfg = _train_config(sides, budget, max_epochs, lr)
-        res = train_multi_task(
-            s,
-            make_encoder(s),
-            datasets,
-            cfg,
-            progress=lambda ep, v, loss: console.print(f"{ep}: held-out nDCG@10 {v:.4f} loss {loss:.3f}"),
-        )
+        with _training_display() as display:
+            res = train_multi_task(s, make_encoder(s), datasets, cfg, **display)
+        _report_stop(res.manifest)
         console.print(f"wrote the multi-task baseline to {res.path}: {res.manifest.scores}")
     except RRError as e:
         _fail(e)

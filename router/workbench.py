@@ -55,9 +55,12 @@ def train_multi_task(
     cfg: TrainConfig,
     doc_matrices: dict[str, np.ndarray] | None = None,
     progress: Callable[[str, float, float], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    keep_on_interrupt: bool = False,
 ) -> TrainResult:
     """The multi-task baseline of ``cfg.sides``: one LoRA on the union of every domain's training data, written to
-    :func:`baseline_dir` (replacing what is there only once training has succeeded)."""
+    :func:`baseline_dir` (replacing what is there only once training has succeeded). ``progress``, ``on_step`` and
+    ``keep_on_interrupt`` are :func:`router.training.trainer.train_expert`'s."""
     import shutil
 
     from router.training.data import domain_data
@@ -81,6 +84,8 @@ def train_multi_task(
         cfg=cfg,
         doc_matrices=docs,
         progress=progress,
+        on_step=on_step,
+        keep_on_interrupt=keep_on_interrupt,
     )
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)

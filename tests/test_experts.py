@@ -328,3 +328,47 @@ def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> 
     m.training["data"] = ["aero", "bio"]
     with pytest.raises(InvalidInput, match="cannot be drawn again"):
         held_out_queries(m, data)
+
+
+def test_an_interrupt_keeps_the_best_checkpoint_so_far(tiny_model: Path, tmp_path: Path) -> None:
+    from router.training.data import DomainData, Example
+
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    docs = word_pair_docs()
+    examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
+    data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+    cfg = TrainConfig(max_epochs=5, patience=5, bf16=False, lr=5e-3, batch_size=4)
+    steps: list[tuple[int, int]] = []
+
+    def step(done: int, total: int) -> None:
+        steps.append((done, total))
+        if len(steps) == total + 2:  # two steps into the second epoch
+            raise KeyboardInterrupt
+
+    def run(out: Path, keep: bool) -> Manifest:
+        steps.clear()
+        res = train_expert(
+            str(tiny_model),
+            enc.base_fingerprint,
+            [data],
+            out,
+            name="aero",
+            domain="aero",
+            cfg=cfg,
+            doc_matrices={"aero": enc.encode(docs, None, "document")},
+            on_step=step,
+            keep_on_interrupt=keep,
+        )
+        return res.manifest
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "raised", keep=False)
+    assert not (tmp_path / "raised").exists()  # nothing half-written
+
+    m = run(tmp_path / "kept", keep=True)
+    per_epoch = steps[0][1]  # 20 training rows in batches of 4
+    assert per_epoch == 5 and steps[:per_epoch] == [(i, per_epoch) for i in range(1, per_epoch + 1)]
+    t = m.training
+    assert t["stopped_by"] == "interrupted" and t["epochs_run"] == 1 and t["best_epoch"] in (0, 1)
+    assert m.scores["val_ndcg@10"] == round(max(h["val_ndcg10"] for h in t["history"]), 4)
+    assert (tmp_path / "kept" / "adapter_model.safetensors").is_file()

@@ -297,11 +297,17 @@ def train_expert(
     doc_matrices: dict[str, np.ndarray] | None = None,
     drop_self: bool = True,
     progress: Callable[[str, float, float], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    keep_on_interrupt: bool = False,
 ) -> TrainResult:
     """Train one LoRA on the union of ``domains`` and write adapter + manifest to ``out_dir``.
 
     ``doc_matrices`` (base document vectors per domain) are required for query-side experts. Batches never mix domains,
-    so each query's softmax runs over its own corpus.
+    so each query's softmax runs over its own corpus. ``progress`` hears each epoch's held-out score and loss,
+    ``on_step`` each optimiser step (steps done in the epoch, steps in the epoch). With ``keep_on_interrupt`` an
+    interrupt (Ctrl-C) ends training with the best checkpoint so far (whatever ``cfg.keep`` says: the epoch in
+    progress is incomplete), and the manifest says ``stopped_by: interrupted``; without it the interrupt
+    propagates and nothing is written.
     """
     needs_docs = cfg.sides == "query" or cfg.hard_negatives > 0
     if needs_docs and (doc_matrices is None or any(d.name not in doc_matrices for d in domains)):
@@ -356,79 +362,88 @@ def train_expert(
     best_state = {k: v.detach().clone() for k, v in m.model.state_dict().items() if "lora_" in k}
     best_epoch, bad, stopped = 0, 0, "max_epochs"
     m.model.train()
-    for epoch in range(1, cfg.max_epochs + 1):
-        batches: list[tuple[str, list[tuple[Example, int]]]] = []
-        for d in domains:
-            # One row per query per epoch, its positive drawn afresh: NFCorpus has 40+ judged documents a query.
-            fit = splits[d.name][0]
-            reps = repeats_for_real(fit, cfg)
-            rows = [(e, rng.choice(e.positives)) for e in fit for _ in range(1 if e.synthetic else reps)]
-            rng.shuffle(rows)
-            batches += [(d.name, rows[i : i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)]
-        rng.shuffle(batches)
-        losses = []
-        for dname, rows in batches:
-            data = by_name[dname]
-            q = m.embed([e.text for e, _ in rows], cfg.query_max_length)
-            if cfg.sides == "query":
-                cand = mats[dname]
-                target = torch.tensor([p for _, p in rows])
-                mask = torch.zeros((len(rows), cand.shape[0]), dtype=torch.bool)
-                for r, (e, p) in enumerate(rows):
-                    others = [i for i in e.positives if i != p]
-                    if others:
-                        mask[r, others] = True
-                    j = data.index.get(e.qid) if drop_self else None
-                    if j is not None and j != p:
-                        mask[r, j] = True
+    try:
+        for epoch in range(1, cfg.max_epochs + 1):
+            batches: list[tuple[str, list[tuple[Example, int]]]] = []
+            for d in domains:
+                # One row per query per epoch, its positive drawn afresh: NFCorpus has 40+ judged documents a query.
+                fit = splits[d.name][0]
+                reps = repeats_for_real(fit, cfg)
+                rows = [(e, rng.choice(e.positives)) for e in fit for _ in range(1 if e.synthetic else reps)]
+                rng.shuffle(rows)
+                batches += [(d.name, rows[i : i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)]
+            rng.shuffle(batches)
+            losses = []
+            for dname, rows in batches:
+                data = by_name[dname]
+                q = m.embed([e.text for e, _ in rows], cfg.query_max_length)
+                if cfg.sides == "query":
+                    cand = mats[dname]
+                    target = torch.tensor([p for _, p in rows])
+                    mask = torch.zeros((len(rows), cand.shape[0]), dtype=torch.bool)
+                    for r, (e, p) in enumerate(rows):
+                        others = [i for i in e.positives if i != p]
+                        if others:
+                            mask[r, others] = True
+                        j = data.index.get(e.qid) if drop_self else None
+                        if j is not None and j != p:
+                            mask[r, j] = True
+                else:
+                    doc_idx = list(dict.fromkeys(p for _, p in rows))
+                    for e, _ in rows:
+                        doc_idx += hard.get(e.qid, [])[: cfg.hard_negatives]
+                    doc_idx = list(dict.fromkeys(doc_idx))
+                    texts = [data.doc_texts[i] for i in doc_idx]
+                    pos_of = {i: k for k, i in enumerate(doc_idx)}
+                    target_of: list[int] = []
+                    for e, p in rows:
+                        if cfg.pseudo_context == "ict" and e.context and rng.random() >= cfg.ict_keep:
+                            # the pseudo-query's own document, without the pseudo-query: a candidate of its own,
+                            # and the whole document (if another row drew it) is masked for this row
+                            texts.append(e.context)
+                            target_of.append(len(texts) - 1)
+                        else:
+                            target_of.append(pos_of[p])
+                    cand = m.embed(texts, cfg.doc_max_length)
+                    target = torch.tensor(target_of)
+                    mask = torch.zeros((len(rows), len(texts)), dtype=torch.bool)
+                    for r, (e, _) in enumerate(rows):
+                        for i in e.positives:
+                            if i in pos_of and pos_of[i] != target_of[r]:
+                                mask[r, pos_of[i]] = True
+                loss = info_nce(q, cand, target.to(m.device), mask.to(m.device), cfg.temperature)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                if on_step:
+                    on_step(len(losses), len(batches))
+                if time.monotonic() - start > cfg.time_budget_s:
+                    break
+            score = val_score(1)
+            elapsed = time.monotonic() - start
+            history.append(
+                {"epoch": float(epoch), "loss": float(np.mean(losses)), "val_ndcg10": score, "seconds": elapsed}
+            )
+            if progress:
+                progress(f"epoch {epoch}", score, float(np.mean(losses)))
+            if score > best or math.isnan(best):
+                best, best_epoch, bad = score, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in m.model.state_dict().items() if "lora_" in k}
             else:
-                doc_idx = list(dict.fromkeys(p for _, p in rows))
-                for e, _ in rows:
-                    doc_idx += hard.get(e.qid, [])[: cfg.hard_negatives]
-                doc_idx = list(dict.fromkeys(doc_idx))
-                texts = [data.doc_texts[i] for i in doc_idx]
-                pos_of = {i: k for k, i in enumerate(doc_idx)}
-                target_of: list[int] = []
-                for e, p in rows:
-                    if cfg.pseudo_context == "ict" and e.context and rng.random() >= cfg.ict_keep:
-                        # the pseudo-query's own document, without the pseudo-query: a candidate of its own,
-                        # and the whole document (if another row drew it) is masked for this row
-                        texts.append(e.context)
-                        target_of.append(len(texts) - 1)
-                    else:
-                        target_of.append(pos_of[p])
-                cand = m.embed(texts, cfg.doc_max_length)
-                target = torch.tensor(target_of)
-                mask = torch.zeros((len(rows), len(texts)), dtype=torch.bool)
-                for r, (e, _) in enumerate(rows):
-                    for i in e.positives:
-                        if i in pos_of and pos_of[i] != target_of[r]:
-                            mask[r, pos_of[i]] = True
-            loss = info_nce(q, cand, target.to(m.device), mask.to(m.device), cfg.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if time.monotonic() - start > cfg.time_budget_s:
+                bad += 1
+            if bad >= cfg.patience:
+                stopped = "early_stopping"
                 break
-        score = val_score(1)
-        elapsed = time.monotonic() - start
-        history.append({"epoch": float(epoch), "loss": float(np.mean(losses)), "val_ndcg10": score, "seconds": elapsed})
-        if progress:
-            progress(f"epoch {epoch}", score, float(np.mean(losses)))
-        if score > best or math.isnan(best):
-            best, best_epoch, bad = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in m.model.state_dict().items() if "lora_" in k}
-        else:
-            bad += 1
-        if bad >= cfg.patience:
-            stopped = "early_stopping"
-            break
-        if elapsed > cfg.time_budget_s:
-            stopped = "time_budget"
-            break
-    if cfg.keep == "best":
+            if elapsed > cfg.time_budget_s:
+                stopped = "time_budget"
+                break
+    except KeyboardInterrupt:
+        if not keep_on_interrupt:
+            raise
+        stopped = "interrupted"  # the epoch in progress is dropped; the best checkpoint so far is kept
+    if cfg.keep == "best" or stopped == "interrupted":
         m.model.load_state_dict(best_state, strict=False)
     scores = {"val_ndcg@10": round(best, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)}
     if judge_base is not None:
