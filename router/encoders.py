@@ -234,7 +234,18 @@ class TextEncoder:
         hits = self.cache.get_many(fp, texts) if self.cache else {}
         for i, v in hits.items():
             out[i] = v
-        todo = [i for i in range(len(texts)) if i not in hits]
+        # A text that occurs more than once is encoded once: in another batch its bf16 vector would differ slightly
+        # from its twin's, and a rerun from the cache (one vector per text) would not reproduce the first run.
+        first: dict[str, int] = {}
+        copies: list[int] = []
+        for i in range(len(texts)):
+            if i in hits:
+                continue
+            if texts[i] in first:
+                copies.append(i)
+            else:
+                first[texts[i]] = i
+        todo = list(first.values())
         if progress and hits:
             progress(len(hits))
         max_length = self.query_max_length if side == "query" else self.doc_max_length
@@ -250,6 +261,10 @@ class TextEncoder:
                     self.cache.put_many(fp, chunk, vecs)
                 if progress:
                     progress(len(idx))
+        for i in copies:
+            out[i] = out[first[texts[i]]]
+        if progress and copies:
+            progress(len(copies))
         return out
 
     def encode_mixed(self, texts: Sequence[str], experts: Sequence[str | None], side: Side = "document") -> np.ndarray:

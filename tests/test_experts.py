@@ -372,3 +372,19 @@ def test_an_interrupt_keeps_the_best_checkpoint_so_far(tiny_model: Path, tmp_pat
     assert t["stopped_by"] == "interrupted" and t["epochs_run"] == 1 and t["best_epoch"] in (0, 1)
     assert m.scores["val_ndcg@10"] == round(max(h["val_ndcg10"] for h in t["history"]), 4)
     assert (tmp_path / "kept" / "adapter_model.safetensors").is_file()
+
+
+def test_a_repeated_text_gets_one_vector_cold_or_cached(tiny_model: Path, tmp_path: Path) -> None:
+    # Sorted by length, the batches of two are [long, twin] and [twin, twin]: the first twin is padded to the long
+    # text's length, the others are not. Each text must still get one vector, the one a cached rerun reads.
+    cache = EmbeddingCache(tmp_path / "cache")
+    enc = TextEncoder(str(tiny_model), bf16=True, cache=cache, batch_size=2)
+    long = " ".join(["protein gene cell shock wave wing flow drag"] * 6)
+    texts = ["gene trial", long, "gene trial", "gene trial"]
+    seen: list[int] = []
+    cold = enc.encode(texts, progress=seen.append)
+    assert sum(seen) == len(texts)  # progress counts every row, copies included
+    np.testing.assert_array_equal(cold[0], cold[2])
+    np.testing.assert_array_equal(cold[0], cold[3])
+    warm = TextEncoder(str(tiny_model), bf16=True, cache=cache, batch_size=2).encode(texts)
+    np.testing.assert_array_equal(warm, cold)
