@@ -230,3 +230,33 @@ def test_cli_trains_the_multi_task_baseline_on_every_collection(
         assert not list(manifest.parent.parent.glob(".*.tmp")) and not list(manifest.parent.parent.glob(".*.old"))
     finally:
         get_settings.cache_clear()
+
+
+def test_an_expert_whose_held_out_slice_is_lost_leaves_only_its_rows(bench: tuple[dict, Path], beir_root: Path) -> None:  # type: ignore[type-arg]
+    import copy
+
+    import numpy as np
+
+    from benchmarks.quality import unseen_routing
+    from ingest.beir import discover, load_dataset
+    from router.experts import ExpertRegistry
+    from router.pilots import PilotScores
+
+    _, root = bench
+    reg = ExpertRegistry(root / "experts" / "query")
+    ps = PilotScores.load(reg.root / "pilot_scores.npz")
+    experts = [copy.deepcopy(x) for x in reg.all()]
+    datasets = [load_dataset(p) for p in discover(beir_root)]
+    base = {d: np.zeros(len(q), dtype=np.float32) for d, q in ps.domains.items()}
+    names = sorted(x.name for x in experts)  # other tests may have removed one of the bench's experts
+    table, ids, skipped = unseen_routing(ps, names, base, experts, datasets, 0.0)
+    assert set(ids) == set(names) and not skipped
+    assert set(table["dataset_router"]) == {*names, "avg"}
+    # An old manifest (no recorded ids) of an expert trained on more than its own domain: its slice cannot be drawn
+    # again, so its domain leaves the table with the reason; the others stay.
+    lost = experts[-1]
+    del lost.manifest.training["val_queries"]
+    lost.manifest.training["data"] = [lost.name, "elsewhere"]
+    table, ids, skipped = unseen_routing(ps, names, base, experts, datasets, 0.0)
+    assert set(ids) == set(names) - {lost.name} and "cannot be drawn again" in skipped[lost.name]
+    assert table == {} if not ids else set(table["dataset_router"]) == {*ids, "avg"}
