@@ -19,6 +19,7 @@ from core.errors import RRError
 from core.settings import get_settings
 
 if TYPE_CHECKING:
+    from router.experts import Manifest
     from router.training.trainer import TrainConfig
 
 app = typer.Typer(help="RouterRetriever: routed LoRA experts over a frozen encoder.", no_args_is_help=True)
@@ -81,7 +82,7 @@ def _training_display() -> Iterator[dict[str, Any]]:
         yield {"progress": on_epoch, "on_step": on_step, "keep_on_interrupt": True}
 
 
-def _report_stop(manifest: Any) -> None:
+def _report_stop(manifest: Manifest) -> None:
     t = manifest.training
     if t.get("stopped_by") == "interrupted":
         console.print(
