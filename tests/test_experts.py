@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,14 +14,30 @@ from ingest.beir import BeirDataset, load_dataset
 from router.cache import EmbeddingCache
 from router.encoders import TextEncoder
 from router.experts import ExpertRegistry, Manifest
-from router.training.data import domain_data
-from router.training.trainer import TrainConfig, held_out_queries, train_expert
+from router.training.data import DomainData, Example, domain_data
+from router.training.trainer import TrainConfig, TrainResult, held_out_queries, train_expert
 
 
 def word_pair_docs(n: int = 24) -> list[str]:
     """Small documents of two alternating words from the tiny model's vocabulary."""
     words = ["shock", "wave", "wing", "cell", "protein", "gene", "flow", "drag"]
     return [f"{a} {b} {a} {b} {a}" for a in words for b in words if a != b][:n]
+
+
+def word_pair_domain() -> DomainData:
+    """24 labelled queries "a b", each finding its own word-pair document."""
+    docs = word_pair_docs()
+    examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
+    return DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+
+
+def train_on_word_pairs(tiny_model: Path, data: DomainData, out: Path, cfg: TrainConfig, **kw: Any) -> TrainResult:
+    """A query-side expert "aero" trained on ``data`` against the base model's document vectors."""
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    docs = {"aero": enc.encode(data.doc_texts, None, "document")}
+    return train_expert(
+        str(tiny_model), enc.base_fingerprint, [data], out, name="aero", domain="aero", cfg=cfg, doc_matrices=docs, **kw
+    )
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
@@ -123,7 +140,6 @@ def test_encoder_experts_cache_and_mixed_batches(tiny_model: Path, trained: dict
 
 
 def test_real_queries_are_repeated_to_the_asked_share() -> None:
-    from router.training.data import Example
     from router.training.trainer import repeats_for_real
 
     real = [Example(f"q{i}", "a question", (0,)) for i in range(15)]
@@ -137,7 +153,6 @@ def test_real_queries_are_repeated_to_the_asked_share() -> None:
 
 
 def test_early_stopping_can_weigh_real_queries_against_self_supervised_pairs() -> None:
-    from router.training.data import Example
     from router.training.trainer import held_out_score
 
     val = [Example("q1", "a question", (0,))] + [Example(f"ssl:{i}", "a title", (1,), synthetic=True) for i in range(9)]
@@ -236,8 +251,6 @@ def test_self_supervised_pairs_carry_their_inverse_cloze_context() -> None:
 
 
 def test_query_document_training_on_inverse_cloze_pairs(tiny_model: Path, tmp_path: Path) -> None:
-    from router.training.data import DomainData, Example
-
     enc = TextEncoder(str(tiny_model), bf16=False)
     docs = word_pair_docs()
     examples = [
@@ -273,7 +286,6 @@ def test_query_document_training_on_inverse_cloze_pairs(tiny_model: Path, tmp_pa
 def test_a_judging_slice_is_held_out_from_training_and_early_stopping() -> None:
     import random
 
-    from router.training.data import Example
     from router.training.trainer import _split
 
     real = [Example(f"q{i}", "a question", (i,)) for i in range(40)]
@@ -291,23 +303,10 @@ def test_a_judging_slice_is_held_out_from_training_and_early_stopping() -> None:
 
 
 def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> None:
-    from router.training.data import DomainData, Example
-
-    enc = TextEncoder(str(tiny_model), bf16=False)
-    docs = word_pair_docs()
-    examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
-    data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+    data = word_pair_domain()
+    examples, docs = data.examples, data.doc_texts
     cfg = TrainConfig(judge_fraction=0.2, max_epochs=2, patience=2, bf16=False, lr=5e-3, batch_size=4)
-    res = train_expert(
-        str(tiny_model),
-        enc.base_fingerprint,
-        [data],
-        tmp_path / "aero",
-        name="aero",
-        domain="aero",
-        cfg=cfg,
-        doc_matrices={"aero": enc.encode(docs, None, "document")},
-    )
+    res = train_on_word_pairs(tiny_model, data, tmp_path / "aero", cfg)
     m = Manifest.load(res.path)
     judged = m.training["judge_queries"]["aero"]
     assert len(judged) == 5 and set(judged) <= {e.qid for e in examples}  # 20% of 24
@@ -331,12 +330,7 @@ def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> 
 
 
 def test_an_interrupt_keeps_the_best_checkpoint_so_far(tiny_model: Path, tmp_path: Path) -> None:
-    from router.training.data import DomainData, Example
-
-    enc = TextEncoder(str(tiny_model), bf16=False)
-    docs = word_pair_docs()
-    examples = [Example(f"q{i}", f"{d.split()[0]} {d.split()[1]}", (i,)) for i, d in enumerate(docs)]
-    data = DomainData("aero", [str(i) for i in range(len(docs))], docs, examples)
+    data = word_pair_domain()
     cfg = TrainConfig(max_epochs=5, patience=5, bf16=False, lr=5e-3, batch_size=4)
     steps: list[tuple[int, int]] = []
 
@@ -347,19 +341,7 @@ def test_an_interrupt_keeps_the_best_checkpoint_so_far(tiny_model: Path, tmp_pat
 
     def run(out: Path, keep: bool) -> Manifest:
         steps.clear()
-        res = train_expert(
-            str(tiny_model),
-            enc.base_fingerprint,
-            [data],
-            out,
-            name="aero",
-            domain="aero",
-            cfg=cfg,
-            doc_matrices={"aero": enc.encode(docs, None, "document")},
-            on_step=step,
-            keep_on_interrupt=keep,
-        )
-        return res.manifest
+        return train_on_word_pairs(tiny_model, data, out, cfg, on_step=step, keep_on_interrupt=keep).manifest
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "raised", keep=False)
