@@ -14,9 +14,11 @@ adapter folder per candidate under ``--out``.
 0.0013 between the CPU and the GPU); ``--apply`` copies the winners into ``experts/``. Writes the table to
 ``benchmarks/results/expert_sweep_query.json``. Candidates trained with a judging slice (``--judge-fraction``, the
 default) are judged on it, against the candidate trained with the shipped expert's learning rate and batch size: no
-candidate was stopped on that slice, so the comparison is fair. Without one (``--judge-fraction 0``) the best
-early-stopping score is compared with the shipped expert's, which flatters the candidates: each is the best of several
-epochs on that same slice (the first sweep, recorded in the README, learned this).
+candidate was stopped on that slice, so the comparison is fair. The gain must also pass a paired randomization test
+over the slice's queries (``--max-p``): on MED's two or CACM's three judging queries one query decides any gap.
+Without one (``--judge-fraction 0``) the best early-stopping score is compared with the shipped expert's, which
+flatters the candidates: each is the best of several epochs on that same slice (the first sweep, recorded in the
+README, learned this).
 
     python scripts/sweep_experts.py decide --sweep /tmp/sweep --apply
 """
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.settings import get_settings  # noqa: E402  (after the path insert)
+from router.significance import PairedResult  # noqa: E402
 from router.workbench import MULTI_TASK, baseline_dir, registry_for  # noqa: E402
 
 GRID = [(5e-4, 32), (2e-4, 32), (1e-3, 32), (5e-4, 128), (1e-3, 128), (2e-4, 128)]
@@ -103,11 +106,23 @@ def train(args: argparse.Namespace) -> None:
                 "best_epoch": r.manifest.training["best_epoch"],
                 "epochs_run": r.manifest.training["epochs_run"],
                 "stopped_by": r.manifest.training["stopped_by"],
+                "judge_per_query": r.manifest.training.get("judge_per_query", {}),
             }
             results.append(row)
             print(json.dumps(row), flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"done: {len(results)} runs in {time.monotonic() - t0:.0f}s")
+
+
+def judged_test(cand: dict[str, Any], control: dict[str, Any]) -> PairedResult:
+    """The candidate against the control, query by query on the judging slice they share (the same seed draws the
+    same slice): a gain that one or two queries make on a small domain is not a gain."""
+    from router.significance import paired_test
+
+    a, b = cand["judge_per_query"], control["judge_per_query"]
+    if not a or sorted(a) != sorted(b) or any(sorted(a[d]) != sorted(b[d]) for d in a):
+        raise SystemExit(f"{cand['tag']} and {control['tag']} were not judged on the same queries")
+    return paired_test({d: [a[d][q] for q in sorted(a[d])] for d in a}, {d: [b[d][q] for q in sorted(a[d])] for d in a})
 
 
 def decide(args: argparse.Namespace) -> None:
@@ -125,6 +140,8 @@ def decide(args: argparse.Namespace) -> None:
         best = max(cands, key=lambda r: r["val"][key])
         against = control[0]["val"][key] if judged else shipped["scores"]["val_ndcg@10"]
         gain = best["val"][key] - against
+        test = judged_test(best, control[0]) if judged and best is not control[0] else None
+        passes = gain > args.min_gain and (test is None or test.p_value < args.max_p)
         table[name] = {
             "shipped": {
                 "val_ndcg@10": shipped["scores"]["val_ndcg@10"],
@@ -136,13 +153,15 @@ def decide(args: argparse.Namespace) -> None:
             "candidates": {r["tag"]: r["val"][key] for r in cands},
             "best": best["tag"],
             "gain": round(gain, 4),
-            "passes_rule": gain > args.min_gain,
+            "paired_test_vs_control": test.to_json() if test else None,
+            "passes_rule": passes,
         }
         print(
             f"{name:12} {'control' if judged else 'shipped'} {against:.4f}  best {best['tag']:28} "
-            f"{best['val'][key]:.4f}  {gain:+.4f}  {'replace' if gain > args.min_gain else 'keep'}  ({key})"
+            f"{best['val'][key]:.4f}  {gain:+.4f}  p {test.p_value if test else float('nan'):.3f}  "
+            f"{'replace' if passes else 'keep'}  ({key})"
         )
-        if args.apply and gain > args.min_gain:
+        if args.apply and passes:
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(sweep / best["tag"], tmp)
@@ -159,6 +178,7 @@ def decide(args: argparse.Namespace) -> None:
             tmp.rename(target)
     out = {
         "min_gain": args.min_gain,
+        "max_p": args.max_p,
         "grid": [r["tag"].split("-", 1)[1] for r in results if r["name"] == MULTI_TASK],
         "experts": table,
     }
@@ -212,6 +232,7 @@ def main() -> None:
     d = sub.add_parser("decide")
     d.add_argument("--sweep", type=Path, required=True)
     d.add_argument("--min-gain", type=float, default=0.002)
+    d.add_argument("--max-p", type=float, default=0.05, help="a judged gain must also pass a paired test at this p")
     d.add_argument("--apply", action="store_true")
     d.add_argument("--trained-on", default="a GPU, no time budget (early stopping decides)")
     d.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "expert_sweep_query.json")

@@ -311,6 +311,10 @@ def test_training_scores_the_judging_slice(tiny_model: Path, tmp_path: Path) -> 
     judged = m.training["judge_queries"]["aero"]
     assert len(judged) == 5 and set(judged) <= {e.qid for e in examples}  # 20% of 24
     assert 0 <= m.scores["judge_ndcg@10"] <= 1 and 0 <= m.scores["judge_ndcg@10_base"] <= 1
+    # each judged query's score, so two candidates judged on this slice can be compared query by query
+    per_query = m.training["judge_per_query"]["aero"]
+    assert sorted(per_query) == sorted(judged)
+    assert m.scores["judge_ndcg@10"] == pytest.approx(sum(per_query.values()) / len(per_query), abs=1e-3)
     assert m.training["config"]["judge_fraction"] == 0.2
     # The queries the expert never trained on: its early-stopping slice (recorded) and its judging slice.
     val = m.training["val_queries"]["aero"]

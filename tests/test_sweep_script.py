@@ -48,25 +48,30 @@ def decide(module: ModuleType, sweep_dir: Path, rows: list[dict], apply: bool) -
         write_expert(sweep_dir / r["tag"], r["val"]["val_ndcg@10"], r["lr"], "/gpu/copy", r["tag"])
     (sweep_dir / "results.json").write_text(json.dumps(rows))
     out = sweep_dir / "decision.json"
-    args = argparse.Namespace(sweep=sweep_dir, min_gain=0.002, apply=apply, trained_on="a test", json=out)
+    args = argparse.Namespace(sweep=sweep_dir, min_gain=0.002, max_p=0.05, apply=apply, trained_on="a test", json=out)
     module.decide(args)
     return json.loads(out.read_text())["experts"]["med"]  # type: ignore[no-any-return]
 
 
-def row(lr: float, val: float, judge: float | None = None) -> dict:  # type: ignore[type-arg]
-    scores = {"val_ndcg@10": val, **({"judge_ndcg@10": judge} if judge is not None else {})}
-    return {"tag": f"med-lr{lr:g}-bs32", "name": "med", "lr": lr, "batch_size": 32, "val": scores}
+def row(lr: float, val: float, judged: list[float] | None = None) -> dict:  # type: ignore[type-arg]
+    """A sweep result; ``judged`` are its scores on the judging slice's queries, in the slice's order."""
+    scores = {"val_ndcg@10": val, **({"judge_ndcg@10": sum(judged) / len(judged)} if judged else {})}
+    per_query = {"med": {f"q{i}": v for i, v in enumerate(judged)}} if judged else {}
+    r = {"tag": f"med-lr{lr:g}-bs32", "name": "med", "lr": lr, "batch_size": 32, "val": scores}
+    return {**r, "judge_per_query": per_query}
 
 
 def test_candidates_with_a_judging_slice_are_judged_on_it_against_the_shipped_settings(
     sweep: tuple[ModuleType, Path, Path],
 ) -> None:
     module, shipped, sweep_dir = sweep
-    # lr 2e-4 has the best early-stopping score, but on the judging slice lr 1e-3 leads the control (5e-4)
-    rows = [row(5e-4, 0.80, 0.70), row(2e-4, 0.85, 0.69), row(1e-3, 0.79, 0.73)]
+    # lr 2e-4 has the best early-stopping score, but on the judging slice lr 1e-3 leads the control (5e-4), on
+    # every one of its twelve queries
+    rows = [row(5e-4, 0.80, [0.70] * 12), row(2e-4, 0.85, [0.69] * 12), row(1e-3, 0.79, [0.73] * 12)]
     got = decide(module, sweep_dir, rows, apply=True)
     assert got["judged_on"].startswith("judging slice") and got["best"] == "med-lr0.001-bs32"
     assert got["gain"] == pytest.approx(0.03) and got["passes_rule"]
+    assert got["paired_test_vs_control"]["wins"] == 12 and got["paired_test_vs_control"]["p_value"] < 0.01
     adapter = json.loads((shipped / "adapter_config.json").read_text())
     assert adapter["marker"] == "med-lr0.001-bs32"  # the winner is installed ...
     assert adapter["base_model_name_or_path"] == "/packaged/model"  # ... recording the shipped base's path
@@ -82,3 +87,20 @@ def test_without_a_judging_slice_a_small_gain_over_the_shipped_score_keeps_the_s
     assert got["judged_on"] == "early-stopping slice" and got["best"] == "med-lr0.001-bs32"
     assert got["gain"] == pytest.approx(0.0015) and not got["passes_rule"]
     assert json.loads((shipped / "adapter_config.json").read_text())["marker"] == "shipped"  # untouched
+
+
+def test_a_judged_gain_that_one_query_makes_keeps_the_shipped_expert(sweep: tuple[ModuleType, Path, Path]) -> None:
+    module, shipped, sweep_dir = sweep
+    # +0.15 on average, but from one query of two: a paired test cannot tell it from chance
+    got = decide(module, sweep_dir, [row(5e-4, 0.80, [0.6, 0.8]), row(1e-3, 0.80, [0.9, 0.8])], apply=True)
+    assert got["gain"] == pytest.approx(0.15) and got["paired_test_vs_control"]["p_value"] > 0.05
+    assert not got["passes_rule"]
+    assert json.loads((shipped / "adapter_config.json").read_text())["marker"] == "shipped"  # untouched
+
+
+def test_candidates_judged_on_different_queries_are_refused(sweep: tuple[ModuleType, Path, Path]) -> None:
+    module, _, sweep_dir = sweep
+    other = row(1e-3, 0.80, [0.9, 0.9])
+    other["judge_per_query"] = {"med": {"x": 0.9, "y": 0.9}}
+    with pytest.raises(SystemExit, match="not judged on the same queries"):
+        decide(module, sweep_dir, [row(5e-4, 0.80, [0.6, 0.8]), other], apply=False)

@@ -350,10 +350,14 @@ def train_expert(
         ]
         return float(np.mean(scores)) if scores else float("nan")
 
-    def judge_score() -> float:
-        return float(np.mean([mean(slice_scores(n, 2, 2)) for n in by_name if splits[n][2]]))
+    def judge_per_query() -> dict[str, dict[str, float]]:
+        return {n: slice_scores(n, 2, 2) for n in by_name if splits[n][2]}
 
-    judge_base = judge_score() if any(splits[n][2] for n in by_name) else None  # the adapter starts as the identity
+    def judge_score(per_query: dict[str, dict[str, float]]) -> float:
+        return float(np.mean([mean(v) for v in per_query.values()]))
+
+    # the adapter starts as the identity: these are the base model's scores
+    judge_base = judge_per_query() if any(splits[n][2] for n in by_name) else None
     start = time.monotonic()
     best = val_score(1)
     history = [{"epoch": 0.0, "loss": float("nan"), "val_ndcg10": best, "seconds": 0.0}]
@@ -446,9 +450,10 @@ def train_expert(
     if cfg.keep == "best" or stopped == "interrupted":
         m.model.load_state_dict(best_state, strict=False)
     scores = {"val_ndcg@10": round(best, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)}
+    judged = judge_per_query() if judge_base is not None else {}
     if judge_base is not None:
-        scores["judge_ndcg@10"] = round(judge_score(), 4)
-        scores["judge_ndcg@10_base"] = round(judge_base, 4)
+        scores["judge_ndcg@10"] = round(judge_score(judged), 4)
+        scores["judge_ndcg@10_base"] = round(judge_score(judge_base), 4)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.model.save_pretrained(str(out))
@@ -474,6 +479,8 @@ def train_expert(
         "held_out": {n: len(splits[n][1]) for n in splits},
         "val_queries": {n: [e.qid for e in splits[n][1] if not e.synthetic] for n in splits},
         "judge_queries": {n: [e.qid for e in splits[n][2]] for n in splits if splits[n][2]},
+        # per judged query, so candidates judged on the same slice can be compared query by query
+        "judge_per_query": {n: {q: round(v, 4) for q, v in judged[n].items()} for n in judged},
         "negatives": "whole frozen-base corpus of the domain"
         if cfg.sides == "query"
         else "in-batch documents"
