@@ -3,9 +3,10 @@
 ``train``: for each learning rate (and batch size), train every domain's expert and the multi-task baseline with no
 time budget (early stopping on each one's held-out slice decides; ``--epochs`` caps it), keeping each shipped
 expert's other settings (its manifest's config). Every candidate holds out the same slice as the shipped expert
-(seed 0), so their held-out scores compare. Meant for a GPU (the whole grid takes about 7 minutes on one H200; on a
-2-core CPU, hours); ``--deadline`` stops starting new runs after that many seconds. Writes ``results.json`` and one
-adapter folder per candidate under ``--out``.
+(seed 0), so their held-out scores compare. Meant for a GPU (three learning rates at batch 32: 21 runs took 436 s
+on one H200 without a judging slice, 19 runs 514 s on one H100 with one; on a 2-core CPU, hours); ``--deadline``
+stops starting new runs after that many seconds, and ``--points``/``--skip`` finish a sweep it cut short. Writes
+``results.json`` and one adapter folder per candidate under ``--out``.
 
     RR_DEVICE=cuda python scripts/sweep_experts.py train --data ../shared/data/beir --out /tmp/sweep
 
@@ -66,10 +67,12 @@ def train(args: argparse.Namespace) -> None:
     print(f"base documents encoded in {time.monotonic() - t0:.0f}s", flush=True)
     data = {ds.name: domain_data(ds) for ds in dss}
     results: list[dict[str, Any]] = []
-    for lr, bs in GRID[: args.grid]:
+    for lr, bs in args.points or GRID[: args.grid]:
         for name in [*data, MULTI_TASK]:
             if time.monotonic() - t0 > args.deadline:
                 break
+            if f"{name}-lr{lr:g}-bs{bs}" in args.skip:
+                continue
             manifest = shipped_dir(name) / "manifest.json"
             own = json.loads(manifest.read_text())["training"]["config"] if manifest.is_file() else {}
             cfg = TrainConfig(
@@ -225,6 +228,13 @@ def main() -> None:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--only", type=lambda v: v.split(","), default=None)
     t.add_argument("--grid", type=int, default=len(GRID), help="how many points of the grid, in its order")
+    t.add_argument(
+        "--points",
+        type=lambda v: [(float(p.split(":")[0]), int(p.split(":")[1])) for p in v.split(",")],
+        default=None,
+        help="LR:BATCH,... instead of the grid (e.g. to finish a sweep a deadline cut short)",
+    )
+    t.add_argument("--skip", type=lambda v: set(v.split(",")), default=set(), help="candidate tags already trained")
     t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no run starts")
     t.add_argument("--judge-fraction", type=float, default=0.1, help="real queries no candidate is stopped on")
