@@ -232,6 +232,51 @@ def test_cli_trains_the_multi_task_baseline_on_every_collection(
         get_settings.cache_clear()
 
 
+def test_ctrl_c_during_cli_training_registers_the_best_checkpoint_so_far(
+    tiny_model: Path,
+    beir_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`rr experts train` interrupted in its second epoch: the expert of the first epoch is registered, the manifest
+    and the console say it was interrupted."""
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+    from typing import Any
+
+    import cli.main as cli_main
+    from router.experts import ExpertRegistry
+
+    real_display = cli_main._training_display
+
+    @contextmanager
+    def display_then_ctrl_c() -> Iterator[dict[str, Any]]:
+        with real_display() as kwargs:
+            seen = [0]
+
+            def on_step(done: int, total: int) -> None:
+                kwargs["on_step"](done, total)
+                seen[0] += 1
+                if seen[0] == total + 1:  # the first step of the second epoch
+                    raise KeyboardInterrupt
+
+            yield {**kwargs, "on_step": on_step}
+
+    monkeypatch.setattr(cli_main, "_training_display", display_then_ctrl_c)
+    use_bench_settings(monkeypatch, tiny_model, tmp_path / "experts", tmp_path / "cache")
+    try:
+        args = ["experts", "train", "--data", str(beir_root / "bio"), "--name", "bio", "--max-epochs", "4"]
+        res = CliRunner().invoke(cli_main.app, [*args, "--budget", "120", "--lr", "1e-3"])
+        assert res.exit_code == 0, res.output
+        said = " ".join(res.output.split())
+        assert "interrupted: kept epoch" in said and "of 1 completed" in said and "registered 'bio'" in said
+        manifest = ExpertRegistry(tmp_path / "experts" / "query").get("bio").manifest
+        assert manifest.training["stopped_by"] == "interrupted" and manifest.training["epochs_run"] == 1
+        assert not list((tmp_path / "experts" / "query").glob(".*.tmp"))
+    finally:
+        get_settings.cache_clear()
+
+
 def test_an_expert_whose_held_out_slice_is_lost_leaves_only_its_rows(bench: tuple[dict, Path], beir_root: Path) -> None:  # type: ignore[type-arg]
     import copy
 
