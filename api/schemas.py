@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class CollectionIn(BaseModel):
+class Body(BaseModel):
+    """A request body: a field it does not know is an error (a misspelt ``top_k`` is not silently the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectionIn(Body):
     name: str = Field(description="1-64 of a-z, 0-9, '-', '_'.")
     expert: str | None = Field(None, description="Pin one expert (or 'base') instead of routing each query.")
 
@@ -22,7 +28,7 @@ class CollectionOut(BaseModel):
     created_at: float
 
 
-class DocumentsIn(BaseModel):
+class DocumentsIn(Body):
     documents: list[Any] = Field(description="[{id, title?, text, metadata?}]; validated as a whole before queueing.")
 
 
@@ -39,7 +45,7 @@ class JobOut(BaseModel):
     errors: list[dict[str, Any]]
 
 
-class SearchIn(BaseModel):
+class SearchIn(Body):
     query: Any = Field(description="The query text (non-empty).")
     top_k: int = 10
     filter: dict[str, Any] | None = Field(None, description="Metadata equality: {key: value or [values]}.")
@@ -61,17 +67,17 @@ class SearchOut(BaseModel):
     timings: dict[str, float]
 
 
-class RouteIn(BaseModel):
+class RouteIn(Body):
     query: Any
     collection: str | None = Field(None, description="Route among the experts ready on this collection.")
 
 
-class ExpertIn(BaseModel):
+class ExpertIn(Body):
     path: str = Field(description="An expert directory on the server (adapter + manifest.json).")
     data: str | None = Field(None, description="A folder of BEIR collections to score it on for its pilots.")
 
 
-class TenantIn(BaseModel):
+class TenantIn(Body):
     name: str
 
 

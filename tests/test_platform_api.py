@@ -147,6 +147,8 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
         ("/collections/docs/documents", {"documents": []}, 400, "documents"),
         ("/collections", {"name": "Bad Name!"}, 400, "name"),
         ("/collections", {"name": "pinned", "expert": "nobody"}, 404, None),
+        ("/collections/docs/search", {"query": "x", "limit": 3}, 422, "limit"),  # the field is top_k
+        ("/collections", {"name": "other", "pin": "base"}, 422, "pin"),
     ],
 )
 def test_bad_input_names_the_field(
