@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -59,14 +60,22 @@ class Bench:
         self.seconds: dict[str, float] = {}
 
     # ---- progress ------------------------------------------------------------------------------------------
+    # Where the console is not a terminal (a log file, CI), the bars do not show: a step that took at least this
+    # long gets a line instead, so a long cold run shows where it is.
+    log_after_s = 2.0
+
     def _progress_factory(self, prog: Progress) -> Callable[[str, int], Callable[[int], None]]:
         def factory(label: str, total: int) -> Callable[[int], None]:
-            task = prog.add_task(label, total=total)
+            task = prog.add_task(escape(label), total=total)  # "[base]" in a label is text, not rich markup
+            t0 = time.monotonic()
 
             def advance(n: int) -> None:
                 prog.advance(task, n)
                 if prog.tasks[prog.task_ids.index(task)].finished:
                     prog.remove_task(task)
+                    took = time.monotonic() - t0
+                    if not self.console.is_terminal and took >= self.log_after_s:
+                        self.console.print(f"{escape(label)}: {total} texts in {took:.0f}s")
 
             return advance
 

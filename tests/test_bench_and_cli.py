@@ -305,3 +305,25 @@ def test_an_expert_whose_held_out_slice_is_lost_leaves_only_its_rows(bench: tupl
     table, ids, skipped = unseen_routing(ps, names, base, experts, datasets, 0.0)
     assert set(ids) == set(names) - {lost.name} and "cannot be drawn again" in skipped[lost.name]
     assert table == {} if not ids else set(table["dataset_router"]) == {*ids, "avg"}
+
+
+def test_where_no_bar_shows_a_slow_step_gets_a_line(tiny_model: Path, tmp_path: Path) -> None:
+    import io
+
+    from rich.progress import Progress
+
+    from benchmarks.quality import Bench
+
+    def log_of(log_after_s: float) -> str:
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=False, width=200)  # a log file, not a terminal
+        bench = Bench(make_settings(tiny_model, tmp_path), console, 30, 1)
+        bench.log_after_s = log_after_s
+        with Progress(console=console, transient=True) as prog:
+            advance = bench._progress_factory(prog)("aero docs [base]", 3)
+            advance(2)
+            advance(1)
+        return buf.getvalue()
+
+    assert "aero docs [base]: 3 texts in 0s" in log_of(0.0)
+    assert "aero docs" not in log_of(60.0)  # a quick (e.g. cached) step stays quiet
