@@ -318,7 +318,13 @@ def train_expert(
     m = _Model(base_model, cfg)
     params = [p for p in m.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    splits = {d.name: _split(list(d.examples), cfg, rng) for d in domains}
+    # Each domain holds out what its own single-domain expert holds out (a generator of its own, seeded alike), so
+    # the multi-task baseline and the experts leave the same queries unseen and can be judged on them together.
+    # ``rng`` still makes the same draws as before, so the rest of training is as it was.
+    splits = {}
+    for d in domains:
+        splits[d.name] = _split(list(d.examples), cfg, random.Random(cfg.seed))
+        _split(list(d.examples), cfg, rng)
     n_fit_rows = sum(len(splits[d.name][0]) for d in domains)
 
     def rows_per_epoch(fit: list[Example]) -> int:
