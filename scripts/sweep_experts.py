@@ -61,13 +61,17 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dss = [load_dataset(p, ("train",)) for p in discover(args.data) if not args.only or p.name in args.only]
+    points = args.points or GRID[: args.grid]
+    unknown = args.skip - {f"{n}-lr{lr:g}-bs{bs}" for lr, bs in points for n in [*(d.name for d in dss), MULTI_TASK]}
+    if unknown:
+        raise SystemExit(f"--skip names runs this sweep would not make: {sorted(unknown)}")
     enc = TextEncoder(s.base_model, batch_size=256, bf16=s.bf16, cache=None, device=s.device)
     fingerprint = args.fingerprint or enc.base_fingerprint
     docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document") for ds in dss}
     print(f"base documents encoded in {time.monotonic() - t0:.0f}s", flush=True)
     data = {ds.name: domain_data(ds) for ds in dss}
     results: list[dict[str, Any]] = []
-    for lr, bs in args.points or GRID[: args.grid]:
+    for lr, bs in points:
         for name in [*data, MULTI_TASK]:
             if time.monotonic() - t0 > args.deadline:
                 break
@@ -220,6 +224,20 @@ def compare(args: argparse.Namespace) -> None:
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
+def grid_points(value: str) -> list[tuple[float, int]]:
+    """``LR:BATCH,...`` as (learning rate, batch size) pairs."""
+    out = []
+    for point in value.split(","):
+        lr, sep, bs = point.partition(":")
+        try:
+            out.append((float(lr), int(bs)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{point!r} is not LR:BATCH (e.g. 2e-4:32)") from None
+        if not sep or out[-1][0] <= 0 or out[-1][1] < 1:
+            raise argparse.ArgumentTypeError(f"{point!r} is not LR:BATCH with a positive rate and batch")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -230,7 +248,7 @@ def main() -> None:
     t.add_argument("--grid", type=int, default=len(GRID), help="how many points of the grid, in its order")
     t.add_argument(
         "--points",
-        type=lambda v: [(float(p.split(":")[0]), int(p.split(":")[1])) for p in v.split(",")],
+        type=grid_points,
         default=None,
         help="LR:BATCH,... instead of the grid (e.g. to finish a sweep a deadline cut short)",
     )

@@ -104,3 +104,11 @@ def test_candidates_judged_on_different_queries_are_refused(sweep: tuple[ModuleT
     other["judge_per_query"] = {"med": {"x": 0.9, "y": 0.9}}
     with pytest.raises(SystemExit, match="not judged on the same queries"):
         decide(module, sweep_dir, [row(5e-4, 0.80, [0.6, 0.8]), other], apply=False)
+
+
+def test_grid_points_are_read_or_refused_clearly() -> None:
+    module = load_script()
+    assert module.grid_points("2e-4:32,1e-3:128") == [(2e-4, 32), (1e-3, 128)]
+    for bad in ("2e-4", "fast:32", "2e-4:0", "-1:32"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not LR:BATCH"):
+            module.grid_points(bad)
