@@ -268,9 +268,10 @@ def unseen_routing(
     datasets: Sequence[BeirDataset],
     margin: float,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[str]], dict[str, str]]:
-    """Every routing system on the training queries no expert trained on (each expert's early-stopping slice),
-    the query ids per domain, and the experts left out with the reason (their slice cannot be found again, e.g. an
-    old manifest of an expert trained on other data): such an expert costs its rows of the table, not the run."""
+    """Every routing system on the training queries no expert trained on (each expert's early-stopping and judging
+    slices), the query ids per domain, and the experts left out with the reason (their slice cannot be found
+    again, e.g. an old manifest of an expert trained on other data): such an expert costs its rows of the table,
+    not the run."""
     by_name = {ds.name: ds for ds in datasets}
     ids: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
@@ -387,7 +388,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 lines += [
                     "",
                     "The same systems on the training queries no expert trained on (each expert's early-stopping "
-                    "slice: "
+                    "slice, and its judging slice where it has one: "
                     + ", ".join(f"{d} {n}" for d, n in counts.items())
                     + f", {sum(counts.values())} in all), routed by pilots and routers fitted on the other training "
                     "queries:",

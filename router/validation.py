@@ -87,10 +87,10 @@ def held_out_validate(
     """Per system, the mean nDCG@10 of its choices on the given training queries, routed by pilots and routers
     fitted on the others; per domain and on average.
 
-    With ``held_out`` the queries each domain's expert held out for early stopping (:func:`held_out_queries`), no
-    expert trained on any of them (a single-domain expert only sees its own domain), so unlike
-    :func:`cross_validate` the experts' scores are not flattered on their own domain. A domain without held-out
-    queries is left out of the average.
+    With ``held_out`` the queries each domain's expert held out from training (its early-stopping and judging
+    slices, :func:`held_out_queries`), no expert trained on any of them (a single-domain expert only sees its own
+    domain), so unlike :func:`cross_validate` the experts' scores are not flattered on their own domain. A domain
+    without held-out queries is left out of the average.
     """
     domains = sorted(pilot_scores.domains)
     unknown = sorted(set(held_out) - set(domains))
