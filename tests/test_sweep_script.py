@@ -112,3 +112,15 @@ def test_grid_points_are_read_or_refused_clearly() -> None:
     for bad in ("2e-4", "fast:32", "2e-4:0", "-1:32"):
         with pytest.raises(argparse.ArgumentTypeError, match="is not LR:BATCH"):
             module.grid_points(bad)
+
+
+def test_skipping_a_run_the_sweep_would_not_make_is_refused_before_any_work(
+    sweep: tuple[ModuleType, Path, Path], beir_root: Path
+) -> None:
+    module, _, sweep_dir = sweep
+    args = argparse.Namespace(
+        data=beir_root, out=sweep_dir, only=None, points=[(2e-4, 32)], grid=1, skip={"aero-lr0.0003-bs32"}
+    )
+    with pytest.raises(SystemExit, match=r"would not make.*aero-lr0\.0003-bs32"):
+        module.train(args)
+    assert not list(sweep_dir.iterdir())  # nothing trained, nothing written
