@@ -227,16 +227,17 @@ def _search(
 def list_experts(rt: Any) -> list[dict[str, Any]]:
     r = rt.retriever
     r.refresh()
-    pilots: dict[str, int] = {}
+    pilots: dict[tuple[str, str], int] = {}  # (expert, kind) -> count
     if r.library is not None:
         for p in r.library.pilots:
-            pilots[p.expert] = pilots.get(p.expert, 0) + 1
+            pilots[p.expert, p.kind] = pilots.get((p.expert, p.kind), 0) + 1
     return [
         {
             "name": n,
             "domain": e.manifest.domain,
             "sides": e.manifest.sides,
-            "pilots": pilots.get(n, 0),
+            "pilots": pilots.get((n, "query"), 0),  # Algorithm-1 pilots
+            "corpus_pilots": pilots.get((n, "corpus"), 0),  # of the domains it leads (router.pilots)
             "scores": e.manifest.scores,
         }
         for n, e in sorted(r.manifests.items())

@@ -30,7 +30,7 @@ from router.significance import paired_test
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
 from router.training.data import domain_data
 from router.training.trainer import TrainConfig, held_out_queries, train_expert
-from router.validation import choose_margin, cross_validate, held_out_validate
+from router.validation import choose_corpus_weight, choose_margin, cross_validate, held_out_validate
 from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for, train_multi_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,10 +96,11 @@ class Bench:
             device=self.settings.device,
         )
 
-    def ensure_experts(self, mode: str, datasets: Sequence[BeirDataset], wb: Workbench) -> ExpertRegistry:
+    def ensure_experts(
+        self, mode: str, datasets: Sequence[BeirDataset], base_docs: dict[str, np.ndarray]
+    ) -> ExpertRegistry:
         reg = registry_for(self.settings, mode)
         have: set[str] = set(reg.names())
-        base_docs = {ds.name: wb.encoder.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets}
         todo = [ds for ds in datasets if ds.name not in have]
         mt_dir = baseline_dir(self.settings, mode)
         need_mt = not (mt_dir / "manifest.json").is_file()
@@ -149,7 +150,8 @@ class Bench:
             transient=True,
         ) as prog:
             wb = Workbench(enc, mode, self._progress_factory(prog))
-            reg = self.ensure_experts(mode, datasets, wb)  # times its own training
+            base_docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets}
+            reg = self.ensure_experts(mode, datasets, base_docs)  # times its own training
             experts = [e for e in reg.all() if e.name in {ds.name for ds in datasets}]
             for x in experts:
                 enc.add_expert(x.name, x.path, x.manifest.base_fingerprint)
@@ -171,6 +173,7 @@ class Bench:
                 for name in names:
                     sc = wb.score(ds, "train", name).per_query
                     ps.set_scores(ds.name, name, [sc[q] for q in qids])
+                ps.add_corpus(ds.name, base_docs[ds.name])  # the corpus rule's second witness of the domain
             ps.save(reg.root / "pilot_scores.npz")
             self._timed(f"pilot_scoring_{mode}", t0)
 
@@ -191,8 +194,9 @@ class Bench:
         # the test splits reported below.
         t0 = time.monotonic()
         margin, margin_scores = choose_margin(ps, names, base_train)
+        corpus_weight, weight_scores = choose_corpus_weight(ps, names)
         self._timed(f"margin_validation_{mode}", t0)
-        suite = SystemSuite(ps, names, {n: n for n in names}, margin=margin)
+        suite = SystemSuite(ps, names, {n: n for n in names}, margin=margin, corpus_weight=corpus_weight)
         systems: dict[str, dict[str, float]] = {}
         per_query: dict[str, dict[str, list[float]]] = {}
         for system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
@@ -201,10 +205,12 @@ class Bench:
             row["avg"] = round(mean([row[d] for d in tables]), 4)
             systems[system] = row
         t0 = time.monotonic()
-        validation = cross_validate(ps, names, base_train, margin=margin)
+        validation = cross_validate(ps, names, base_train, margin=margin, corpus_weight=corpus_weight)
         # The same systems on the queries no expert trained on (each expert's held-out slice): reported beside the
         # cross-validation, whose levels run high where an expert trained on the queries it is judged on.
-        unseen, unseen_ids, unseen_skipped = unseen_routing(ps, names, base_train, experts, datasets, margin)
+        unseen, unseen_ids, unseen_skipped = unseen_routing(
+            ps, names, base_train, experts, datasets, margin, corpus_weight
+        )
         for name, why in unseen_skipped.items():
             self.console.print(f"[yellow]routing on unseen queries leaves out {name}[/]: {why}")
         self._timed(f"routing_validation_{mode}", t0)
@@ -250,6 +256,17 @@ class Bench:
             "pilots": len(suite.library),
             "domain_rule_margin": suite.library.margin,
             "domain_rule_margin_validation": {str(m): v for m, v in margin_scores.items()},
+            "corpus_pilots": int(suite.library.corpus.sum()),
+            "corpus_weight": suite.library.corpus_weight,
+            "corpus_weight_validation": {str(w): row for w, row in weight_scores.items()},
+            "domain_accuracy": {
+                system: {
+                    d: round(float(np.mean([g == d for g in suite.library.guess_domains(t.base_emb, w)])), 4)
+                    for d, t in tables.items()
+                    if d in ps.domains
+                }
+                for system, w in (("router_retriever_domain", 0.0), ("router_retriever_corpus", corpus_weight))
+            },
             "experts": {
                 e.name: {
                     "sides": e.manifest.sides,
@@ -267,6 +284,7 @@ def unseen_routing(
     experts: Sequence[Expert],
     datasets: Sequence[BeirDataset],
     margin: float,
+    corpus_weight: float = 0.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[str]], dict[str, str]]:
     """Every routing system on the training queries no expert trained on (each expert's early-stopping and judging
     slices), the query ids per domain, and the experts left out with the reason (their slice cannot be found
@@ -285,7 +303,7 @@ def unseen_routing(
     if not any(ids.values()):
         return {}, ids, skipped  # no expert held any query out (domains too small for a slice)
     try:
-        return held_out_validate(ps, names, base_train, ids, margin=margin), ids, skipped
+        return held_out_validate(ps, names, base_train, ids, margin=margin, corpus_weight=corpus_weight), ids, skipped
     except InvalidInput as e:  # the training queries changed since the experts were trained
         return {}, {}, {**skipped, **{n: str(e) for n in ids}}
 
@@ -314,6 +332,7 @@ SERVABLE = {
     "router_retriever_nearest": "nearest",
     "router_retriever_topk": "topk",
     "router_retriever_domain": "domain",
+    "router_retriever_corpus": "corpus",
 }
 
 
@@ -375,6 +394,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {e} | " + " | ".join(f"{100 * row[d]:.1f}" for d in ds) + " |")
         served = body.get("default_rule", "router_retriever")
         lines += ["", f"Served rule: {served}.", ""]
+        lines += _corpus_lines(body)
         if "routing_validation" in body:
             vds = [d for d in next(iter(body["routing_validation"].values())) if d != "avg"]
             lines += [
@@ -418,6 +438,33 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [f"Default mode: {result['default_mode']} ({result['default_mode_reason']}).", ""]
     lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
     return "\n".join(lines)
+
+
+def _corpus_lines(body: dict[str, Any]) -> list[str]:
+    """The corpus rule's weight, how it was chosen, and how often each domain step places a test query in its own
+    dataset's domain."""
+    if "corpus_weight_validation" not in body or not body["corpus_weight_validation"]:
+        return []
+    picks = ", ".join(f"{w} {100 * row['avg']:.1f}%" for w, row in body["corpus_weight_validation"].items())
+    lines = [
+        f"Corpus rule: {body['corpus_pilots']} corpus pilots, weight {body['corpus_weight']}, chosen by how often "
+        f"held-out training queries are placed in their own domain (macro, 5 folds x 3 seeds): {picks}.",
+        "",
+    ]
+    acc = body.get("domain_accuracy", {})
+    if acc:
+        ds = sorted(next(iter(acc.values())))
+        lines += [
+            "Test queries placed in their own dataset's domain by the domain step:",
+            "",
+            "| rule | " + " | ".join(ds) + " | macro |",
+            "|---|" + "---|" * (len(ds) + 1),
+        ]
+        for name, row in acc.items():
+            cells = [f"{100 * row[d]:.0f}%" for d in ds]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * sum(row.values()) / len(row):.1f}% |")
+        lines.append("")
+    return lines
 
 
 def _score_table(rows: dict[str, dict[str, float]], datasets: Sequence[str]) -> list[str]:

@@ -49,7 +49,8 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
     ps_path = reg.root / "pilot_scores.npz"
     if not ps_path.is_file():
         raise NotFound(f"{ps_path}: no pilot scores; build them with `rr bench quality`")
-    served = reg.root / "pilots.json"  # the served library's fallback margin, so the domain rule scores as served
-    margin = PilotLibrary.load(served).margin if served.is_file() else 0.0
-    suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names}, margin=margin)
+    # The served library's fallback margin and corpus weight, so the domain and corpus rules score as served.
+    lib = PilotLibrary.load(reg.root / "pilots.json") if (reg.root / "pilots.json").is_file() else None
+    margin, weight = (lib.margin, lib.corpus_weight) if lib is not None else (0.0, 0.0)
+    suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names}, margin=margin, corpus_weight=weight)
     return suite.score(system, table)

@@ -7,6 +7,11 @@ and picks an expert by a rule (the paper's per-expert mean by default).
 
 Adding or removing an expert trains nothing: its column of the score table is added or dropped, and only the labels and
 centroids that change are recomputed (:meth:`PilotScores.build`).
+
+Beyond the paper, a domain may also carry *corpus pilots*: k-means centroids of the BASE embeddings of its documents
+(:meth:`PilotScores.add_corpus`). They hold no label and speak for no expert; the ``corpus`` rule reads them as a second
+witness of where a query comes from, which matters most for a domain with few training queries (MED has 18, so its
+query pilots cover little of it, while its 1,033 documents cover all of it).
 """
 
 from __future__ import annotations
@@ -23,9 +28,48 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound
 
-RULES = ("mean", "nearest", "topk", "weighted", "domain")
+RULES = ("mean", "nearest", "topk", "weighted", "domain", "corpus")
 BASE = "base"  # the base model, no expert: where a query goes when a rule can choose no expert
 MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
+CORPUS_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
+CORPUS_PILOTS = 64  # k-means centroids per domain's corpus: enough to cover it, small enough to ship (router.pilots)
+QUERY, CORPUS = "query", "corpus"  # the two kinds of pilot
+
+
+def domain_scores(
+    sims: np.ndarray,
+    owner: np.ndarray,
+    domain_of: np.ndarray,
+    sizes: np.ndarray,
+    corpus: np.ndarray | None = None,
+    corpus_weight: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much each query looks like each domain: (n_queries, n_domains) scores, each domain's index and its
+    leader (the expert of its largest Algorithm-1 group; ties: the first expert by index).
+
+    The query evidence is the domain's query pilots' size-weighted mean similarity (the similarity to the centroid of
+    all its training queries). With ``corpus_weight`` w > 0, the score is (1 - w) * that + w * the similarity to the
+    domain's nearest corpus pilot; a domain without corpus pilots counts its query evidence twice. Only domains with
+    query pilots are scored (a leader is needed to route to)."""
+    sims = np.atleast_2d(np.asarray(sims, dtype=np.float32))
+    owner = np.asarray(owner, dtype=int)
+    domain_of = np.asarray(domain_of, dtype=int)
+    sizes = np.asarray(sizes, dtype=np.float32)
+    is_corpus = np.zeros(len(owner), dtype=bool) if corpus is None else np.asarray(corpus, dtype=bool)
+    domains = np.unique(domain_of[~is_corpus])
+    per_domain = np.zeros((len(sims), len(domains)), dtype=np.float32)
+    leaders = np.zeros(len(domains), dtype=int)
+    for j, d in enumerate(domains):
+        members = (domain_of == d) & ~is_corpus
+        w = sizes[members]
+        evidence = sims[:, members] @ w / w.sum()
+        leaders[j] = owner[members][w == w.max()].min()
+        docs = (domain_of == d) & is_corpus
+        if corpus_weight > 0:
+            near = sims[:, docs].max(axis=1) if docs.any() else evidence
+            evidence = (1.0 - corpus_weight) * evidence + corpus_weight * near
+        per_domain[:, j] = evidence
+    return per_domain, domains, leaders
 
 
 def aggregate(
@@ -37,11 +81,14 @@ def aggregate(
     rule: str = "mean",
     k: int = 3,
     margin: float = 0.0,
+    corpus: np.ndarray | None = None,
+    corpus_weight: float = 0.0,
 ) -> np.ndarray:
     """Per-expert scores from query-to-pilot similarities; the one implementation of every rule.
 
     ``sims`` is (n_queries, n_pilots); ``owner``, ``domain_of`` and ``sizes`` give each pilot's expert index, domain
-    index and group size. Returns (n_queries, n_experts), -inf for an expert the rule cannot choose.
+    index and group size; ``corpus`` marks the corpus pilots, which only the ``corpus`` rule reads. Returns
+    (n_queries, n_experts), -inf for an expert the rule cannot choose.
 
     - ``mean``: the paper's rule, the mean similarity over the expert's pilots.
     - ``nearest``: the official test script's rule, the expert of the single nearest pilot.
@@ -52,28 +99,33 @@ def aggregate(
       most of the domain's training queries. It routes by where a query comes from, which pilots tell reliably,
       and leaves the per-query choice of expert to Algorithm 1's labels. A query whose best domain leads the
       second by less than ``margin`` is ambiguous: every expert gets -inf and the query goes to the base model.
+    - ``corpus``: the domain rule, with the domain told by its query pilots and its corpus pilots together, weighted
+      by ``corpus_weight`` (:func:`domain_scores`; chosen on held-out queries, ``router.validation``).
     """
     if rule not in RULES:
         raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+    if not 0.0 <= corpus_weight <= 1.0:
+        raise InvalidInput(f"corpus_weight must be within [0, 1], got {corpus_weight}", field="corpus_weight")
     sims = np.atleast_2d(np.asarray(sims, dtype=np.float32))
     owner = np.asarray(owner, dtype=int)
     sizes = np.asarray(sizes, dtype=np.float32)
+    domain_of = np.asarray(domain_of, dtype=int)
+    is_corpus = np.zeros(sims.shape[1], dtype=bool) if corpus is None else np.asarray(corpus, dtype=bool)
     out = np.full((len(sims), n_experts), -np.inf, dtype=np.float32)
-    if sims.shape[1] == 0:
-        return out
-    if rule == "domain":
-        domain_of = np.asarray(domain_of, dtype=int)
-        domains = np.unique(domain_of)
-        per_domain = np.zeros((len(sims), len(domains)), dtype=np.float32)
-        for j, d in enumerate(domains):
-            members = domain_of == d
-            w = sizes[members]
-            per_domain[:, j] = sims[:, members] @ w / w.sum()
-            leader = owner[members][w == w.max()].min()  # ties: the first expert by name
+    if rule in ("domain", "corpus"):
+        if not (~is_corpus).any():
+            return out
+        weight = corpus_weight if rule == "corpus" else 0.0
+        per_domain, _, leaders = domain_scores(sims, owner, domain_of, sizes, is_corpus, weight)
+        for j, leader in enumerate(leaders):
             out[:, leader] = np.maximum(out[:, leader], per_domain[:, j])
-        if margin > 0 and len(domains) > 1:
+        if margin > 0 and per_domain.shape[1] > 1:
             top2 = -np.sort(-per_domain, axis=1)[:, :2]
             out[top2[:, 0] - top2[:, 1] < margin] = -np.inf
+        return out
+    # Every other rule reads the Algorithm-1 pilots alone.
+    sims, owner, sizes = sims[:, ~is_corpus], owner[~is_corpus], sizes[~is_corpus]
+    if sims.shape[1] == 0:
         return out
     if rule == "topk":
         kk = min(k, sims.shape[1])
@@ -101,10 +153,38 @@ def aggregate(
 
 @dataclass
 class Pilot:
+    """One pilot: an Algorithm-1 group centroid (kind ``query``, ``size`` queries, labelled with its best expert) or
+    a corpus centroid (kind ``corpus``, ``size`` documents; ``expert`` is its domain's leader, so removing that
+    expert removes them too)."""
+
     expert: str
     domain: str
     size: int
     vector: np.ndarray
+    kind: str = QUERY
+
+
+def corpus_centroids(
+    doc_embeddings: np.ndarray, n_pilots: int = CORPUS_PILOTS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means summary of a corpus's base document embeddings: (k, dim) unit centroids and the number of
+    documents each stands for. A corpus of at most ``n_pilots`` documents is kept whole."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(doc_embeddings, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise InvalidInput(f"corpus pilots need a non-empty (n, dim) matrix, got shape {x.shape}", field="corpus")
+    if n_pilots < 1:
+        raise InvalidInput(f"corpus pilots per domain must be at least 1, got {n_pilots}", field="n_pilots")
+    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    if len(x) <= n_pilots:
+        return x, np.ones(len(x), dtype=np.int64)
+    km = KMeans(n_clusters=n_pilots, n_init=3, random_state=seed).fit(x)
+    centres = km.cluster_centers_.astype(np.float32)
+    centres /= np.clip(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12, None)
+    counts = np.bincount(km.labels_, minlength=n_pilots)
+    keep = counts > 0
+    return centres[keep], counts[keep].astype(np.int64)
 
 
 @dataclass
@@ -114,6 +194,8 @@ class PilotScores:
     domains: dict[str, list[str]] = field(default_factory=dict)  # domain -> query ids
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # domain -> (n, dim) base embeddings
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # domain -> expert -> (n,)
+    corpus: dict[str, np.ndarray] = field(default_factory=dict)  # domain -> (k, dim) corpus pilots (unit vectors)
+    corpus_sizes: dict[str, np.ndarray] = field(default_factory=dict)  # domain -> (k,) documents per corpus pilot
 
     @property
     def experts(self) -> list[str]:
@@ -129,6 +211,13 @@ class PilotScores:
         self.embeddings[domain] = np.asarray(base_embeddings, dtype=np.float32)
         self.scores.setdefault(domain, {})
 
+    def add_corpus(self, domain: str, doc_embeddings: np.ndarray, n_pilots: int = CORPUS_PILOTS, seed: int = 0) -> None:
+        """Summarise the domain's corpus (BASE document embeddings) into corpus pilots. Documents carry no label,
+        so this uses nothing a test split could leak; it is deterministic for a given ``seed``."""
+        if domain not in self.domains:
+            raise NotFound(f"no domain {domain!r} in the pilot scores; add its training queries first")
+        self.corpus[domain], self.corpus_sizes[domain] = corpus_centroids(doc_embeddings, n_pilots, seed)
+
     def set_scores(self, domain: str, expert: str, values: Sequence[float]) -> None:
         if domain not in self.domains:
             raise NotFound(f"no domain {domain!r} in the pilot scores")
@@ -142,7 +231,7 @@ class PilotScores:
             cols.pop(expert, None)
 
     def remove_domain(self, domain: str) -> None:
-        for table in (self.domains, self.embeddings, self.scores):
+        for table in (self.domains, self.embeddings, self.scores, self.corpus, self.corpus_sizes):
             table.pop(domain, None)
 
     def labels(self, domain: str, experts: Sequence[str], home: str | None = None) -> np.ndarray:
@@ -174,8 +263,9 @@ class PilotScores:
         """Algorithm 1 over the given experts and domains (default: all).
 
         ``homes`` maps a domain to its own expert for tie-breaking (default: the expert named like the domain).
-        ``like`` is the library being replaced: its served rule and margin carry over (adding or removing an
-        expert changes the pilots, not how they are read).
+        ``like`` is the library being replaced: its served rule, margin and corpus weight carry over (adding or
+        removing an expert changes the pilots, not how they are read). A domain's corpus pilots go to its leader,
+        the expert of its largest group; a domain where no expert won a query gets none.
         """
         names = sorted(experts) if experts is not None else self.experts
         if not names:
@@ -189,20 +279,28 @@ class PilotScores:
                 if len(members) == 0:
                     continue
                 pilots.append(Pilot(name, domain, len(members), members.mean(axis=0)))
+            counts = np.bincount(labels[labels >= 0], minlength=len(names))
+            if domain in self.corpus and counts.max() > 0:
+                leader = names[int(np.flatnonzero(counts == counts.max()).min())]
+                for vec, size in zip(self.corpus[domain], self.corpus_sizes[domain], strict=True):
+                    pilots.append(Pilot(leader, domain, int(size), vec, CORPUS))
         lib = PilotLibrary(pilots, names)
         if like is not None:
-            lib.rule, lib.margin = like.rule, like.margin
+            lib.rule, lib.margin, lib.corpus_weight = like.rule, like.margin, like.corpus_weight
         return lib
 
     # ---- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         arrays: dict[str, np.ndarray] = {}
-        meta: dict[str, Any] = {"domains": self.domains, "experts": {}}
+        meta: dict[str, Any] = {"domains": self.domains, "experts": {}, "corpus": sorted(self.corpus)}
         for d in self.domains:
             arrays[f"emb::{d}"] = self.embeddings[d]
             meta["experts"][d] = sorted(self.scores[d])
             for e, v in self.scores[d].items():
                 arrays[f"score::{d}::{e}"] = v
+        for d in self.corpus:
+            arrays[f"corpus::{d}"] = self.corpus[d]
+            arrays[f"corpus_size::{d}"] = self.corpus_sizes[d]
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         arrays["meta"] = np.array(json.dumps(meta))
@@ -219,6 +317,8 @@ class PilotScores:
                 out.add_domain(d, qids, z[f"emb::{d}"])
                 for e in meta["experts"][d]:
                     out.scores[d][e] = z[f"score::{d}::{e}"]
+            for d in meta.get("corpus", []):  # files written before corpus pilots have none
+                out.corpus[d], out.corpus_sizes[d] = z[f"corpus::{d}"], z[f"corpus_size::{d}"]
         return out
 
 
@@ -236,9 +336,15 @@ class PilotLibrary:
             raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
         self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose another (quality.py)
         self.margin = 0.0  # the domain rule's fallback to the base model (router.validation.choose_margin)
+        self.corpus_weight = 0.0  # the corpus rule's weight on corpus pilots (router.validation.choose_corpus_weight)
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
-        owners = {p.expert for p in self.pilots}
+        kinds = {p.kind for p in self.pilots} - {QUERY, CORPUS}
+        if kinds:
+            raise InvalidInput(
+                f"unknown pilot kind(s) {sorted(kinds)}; a pilot is {QUERY!r} or {CORPUS!r}", field="kind"
+            )
+        owners = {p.expert for p in self.pilots if p.kind == QUERY}
         # An expert that won no training query owns no pilot and can never be chosen; keep it listed but unroutable.
         self.routable = [e for e in self.experts if e in owners]
         if not self.routable:
@@ -246,8 +352,14 @@ class PilotLibrary:
         self.matrix = np.stack([p.vector for p in self.pilots]).astype(np.float32)
         norms = np.linalg.norm(self.matrix, axis=1, keepdims=True)
         self.matrix /= np.clip(norms, 1e-12, None)
+        routable = set(self.routable)
+        if any(p.expert not in routable for p in self.pilots):
+            raise InvalidInput("a corpus pilot names an expert that owns no query pilot; rebuild the library")
         self.owner = np.array([self.routable.index(p.expert) for p in self.pilots])
         self.sizes = np.array([p.size for p in self.pilots], dtype=np.float32)
+        self.corpus = np.array([p.kind == CORPUS for p in self.pilots], dtype=bool)
+        self.domains = sorted({p.domain for p in self.pilots})
+        self.domain_of = np.array([self.domains.index(p.domain) for p in self.pilots])
 
     def __len__(self) -> int:
         return len(self.pilots)
@@ -256,9 +368,28 @@ class PilotLibrary:
         """(n_queries, n_routable) scores per expert under ``rule``; higher is better."""
         q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
         sims = q @ self.matrix.T  # cosine: both sides are unit vectors
-        domains = sorted({p.domain for p in self.pilots})
-        domain_of = np.array([domains.index(p.domain) for p in self.pilots])
-        return aggregate(sims, self.owner, domain_of, self.sizes, len(self.routable), rule, k, self.margin)
+        return aggregate(
+            sims,
+            self.owner,
+            self.domain_of,
+            self.sizes,
+            len(self.routable),
+            rule,
+            k,
+            self.margin,
+            self.corpus,
+            self.corpus_weight,
+        )
+
+    def guess_domains(self, query_embeddings: np.ndarray, corpus_weight: float | None = None) -> list[str]:
+        """The domain each query most looks like, as the domain and corpus rules see it (``corpus_weight`` 0: the
+        domain rule; default: the library's weight)."""
+        q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        weight = self.corpus_weight if corpus_weight is None else corpus_weight
+        per_domain, idx, _ = domain_scores(
+            q @ self.matrix.T, self.owner, self.domain_of, self.sizes, self.corpus, weight
+        )
+        return [self.domains[int(idx[j])] for j in per_domain.argmax(axis=1)]
 
     def route(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> list[RouteDecision]:
         scores = self.expert_scores(query_embeddings, rule, k)
@@ -277,11 +408,13 @@ class PilotLibrary:
             "experts": self.experts,
             "rule": self.rule,
             "margin": self.margin,
+            "corpus_weight": self.corpus_weight,
             "pilots": [
                 {
                     "expert": p.expert,
                     "domain": p.domain,
                     "size": p.size,
+                    **({"kind": p.kind} if p.kind != QUERY else {}),
                     "vector": [round(float(x), 7) for x in p.vector],
                 }
                 for p in self.pilots
@@ -291,10 +424,12 @@ class PilotLibrary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PilotLibrary:
         pilots = [
-            Pilot(p["expert"], p["domain"], int(p["size"]), np.asarray(p["vector"], np.float32)) for p in data["pilots"]
+            Pilot(p["expert"], p["domain"], int(p["size"]), np.asarray(p["vector"], np.float32), p.get("kind", QUERY))
+            for p in data["pilots"]
         ]
         lib = cls(pilots, data.get("experts"), data.get("rule", "mean"))
         lib.margin = float(data.get("margin", 0.0))
+        lib.corpus_weight = float(data.get("corpus_weight", 0.0))
         return lib
 
     def save(self, path: str | Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import InvalidInput, NotFound
 from router.encoders import BASE, TextEncoder
 from router.experts import Expert, ExpertRegistry
-from router.pilots import PilotLibrary, PilotScores, aggregate
+from router.pilots import CORPUS, QUERY, Pilot, PilotLibrary, PilotScores, aggregate
 from store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ class Retriever:
         self.sync_pilot_collection()
 
     def sync_pilot_collection(self) -> None:
-        """Mirror the pilot library into its store collection: one point per pilot (id expert:domain).
+        """Mirror the pilot library into its store collection: one point per pilot (id expert:domain for an
+        Algorithm-1 pilot, corpus:domain:i for a domain's i-th corpus pilot).
 
         Never drops the collection: concurrent routing keeps working. New pilots are written first, stale ones
         deleted after; routing filters on the current experts, so a stale pilot of a removed expert is never used.
@@ -167,10 +168,10 @@ class Retriever:
                 store.create_collection(PILOT_COLLECTION, {BASE: self.encoder.dim})
             pilots = self.library.pilots if self.library is not None else []
             want = {
-                f"{p.expert}:{p.domain}": PointIn(
-                    f"{p.expert}:{p.domain}", {BASE: p.vector}, {"expert": p.expert, "domain": p.domain, "size": p.size}
+                pid: PointIn(
+                    pid, {BASE: p.vector}, {"expert": p.expert, "domain": p.domain, "size": p.size, "kind": p.kind}
                 )
-                for p in pilots
+                for pid, p in _pilot_ids(pilots)
             }
             stored = {p.doc_id for p in iter_points(store, PILOT_COLLECTION)}
             if want:
@@ -215,6 +216,8 @@ class Retriever:
             len(experts),
             self.library.rule,
             margin=self.library.margin,
+            corpus=np.array([h.payload.get("kind", QUERY) == CORPUS for h in hits], dtype=bool),
+            corpus_weight=self.library.corpus_weight,
         )[0]
         scores = {e: float(v) for e, v in zip(experts, agg, strict=True) if np.isfinite(v)}
         t2 = time.perf_counter()
@@ -223,3 +226,17 @@ class Retriever:
             return Route(BASE, {}, timings)
         best = max(sorted(scores), key=lambda e: scores[e])  # ties: first by name, as offline
         return Route(best, scores, timings)
+
+
+def _pilot_ids(pilots: Sequence[Pilot]) -> list[tuple[str, Pilot]]:
+    """Stable point ids: an Algorithm-1 pilot is one per expert and domain; corpus pilots are numbered per domain."""
+    out: list[tuple[str, Pilot]] = []
+    seen: dict[str, int] = {}
+    for p in pilots:
+        if p.kind == CORPUS:
+            i = seen.get(p.domain, 0)
+            seen[p.domain] = i + 1
+            out.append((f"corpus:{p.domain}:{i}", p))
+        else:
+            out.append((f"{p.expert}:{p.domain}", p))
+    return out

@@ -33,6 +33,7 @@ EXTRA_SYSTEMS = (
     "router_retriever_topk",
     "router_retriever_weighted",
     "router_retriever_domain",
+    "router_retriever_corpus",
     "router_retriever_fusion",
 )
 
@@ -63,14 +64,16 @@ class SystemSuite:
         experts: Sequence[str],
         expert_of_dataset: Mapping[str, str],
         margin: float = 0.0,
+        corpus_weight: float = 0.0,
     ) -> None:
-        """``margin`` is the domain rule's fallback margin, chosen on held-out queries
-        (:func:`router.validation.choose_margin`)."""
+        """``margin`` is the domain rule's fallback margin and ``corpus_weight`` the corpus rule's weight on corpus
+        pilots, both chosen on held-out queries (:mod:`router.validation`)."""
         self.pilot_scores = pilot_scores
         self.experts = sorted(experts)
         self.expert_of_dataset = dict(expert_of_dataset)
         self.library = pilot_scores.build(self.experts)
         self.library.margin = margin
+        self.library.corpus_weight = corpus_weight
 
     # The baseline routers are fitted when first asked for: validating one rule needs none of them.
     def _training_set(self) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +127,8 @@ class SystemSuite:
             return [r.expert for r in self.library.route(t.base_emb, "weighted")]
         if system == "router_retriever_domain":
             return [r.expert for r in self.library.route(t.base_emb, "domain")]
+        if system == "router_retriever_corpus":
+            return [r.expert for r in self.library.route(t.base_emb, "corpus")]
         if system == "router_retriever_loo":
             return [r.expert for r in self.loo_library(t.name).route(t.base_emb, "mean")]
         if system == "dataset_oracle":

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from core.errors import InvalidInput
-from router.pilots import BASE, MARGIN_GRID, PilotScores
+from router.pilots import BASE, CORPUS_WEIGHT_GRID, MARGIN_GRID, PilotLibrary, PilotScores
 from router.systems import DatasetTables, SystemSuite
 
 # The systems that pick one encoder per query from what the training queries hold (no multi_task column, no runs).
@@ -27,6 +27,7 @@ VALIDATED = (
     "router_retriever_topk",
     "router_retriever_weighted",
     "router_retriever_domain",
+    "router_retriever_corpus",
     "dataset_router",
     "expert_classifier_router",
     "classification_head_router",
@@ -40,6 +41,8 @@ def _subset(ps: PilotScores, keep: Mapping[str, np.ndarray]) -> PilotScores:
         out.add_domain(d, [q for q, k in zip(ps.domains[d], mask, strict=True) if k], ps.embeddings[d][mask])
         for e, col in ps.scores[d].items():
             out.scores[d][e] = col[mask]
+        if d in ps.corpus:  # corpus pilots hold no query, so every fold keeps them
+            out.corpus[d], out.corpus_sizes[d] = ps.corpus[d], ps.corpus_sizes[d]
     return out
 
 
@@ -51,12 +54,13 @@ def cross_validate(
     folds: int = 5,
     seeds: Sequence[int] = (0, 1, 2),
     margin: float = 0.0,
+    corpus_weight: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Per system, the mean nDCG@10 of its choices on held-out training queries, per domain and on average.
 
     ``base_scores`` holds the base model's nDCG@10 per training query (where a rule falls back to the base model).
     The dataset of a domain is its expert when one is named like it, as in the benchmark. ``margin`` is the
-    domain rule's fallback margin.
+    domain rule's fallback margin, ``corpus_weight`` the corpus rule's weight.
     """
     if folds < 2:
         raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
@@ -71,7 +75,14 @@ def cross_validate(
         fold_of = {d: rng.permutation(len(pilot_scores.domains[d])) % folds for d in domains}
         for f in range(folds):
             _route_held_out(
-                pilot_scores, {d: fold_of[d] == f for d in domains}, names, base_scores, systems, margin, values
+                pilot_scores,
+                {d: fold_of[d] == f for d in domains},
+                names,
+                base_scores,
+                systems,
+                margin,
+                values,
+                corpus_weight,
             )
     return _summary(values)
 
@@ -83,6 +94,7 @@ def held_out_validate(
     held_out: Mapping[str, Sequence[str]],
     systems: Sequence[str] = VALIDATED,
     margin: float = 0.0,
+    corpus_weight: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Per system, the mean nDCG@10 of its choices on the given training queries, routed by pilots and routers
     fitted on the others; per domain and on average.
@@ -108,7 +120,7 @@ def held_out_validate(
     if not any(m.any() for m in masks.values()):
         raise InvalidInput("no held-out queries to validate routing on", field="held_out")
     values: dict[str, dict[str, list[float]]] = {s: {d: [] for d in domains} for s in systems}
-    _route_held_out(pilot_scores, masks, sorted(experts), base_scores, systems, margin, values)
+    _route_held_out(pilot_scores, masks, sorted(experts), base_scores, systems, margin, values, corpus_weight)
     return _summary(values)
 
 
@@ -120,18 +132,21 @@ def _route_held_out(
     systems: Sequence[str],
     margin: float,
     values: dict[str, dict[str, list[float]]],
+    corpus_weight: float = 0.0,
 ) -> None:
     """Fit the pilot library and the baseline routers without the ``held`` queries (a mask per domain), route
     those, and append each system's nDCG@10 on them to ``values[system][domain]``. The dataset of a domain is its
     expert when one is named like it, as in the benchmark."""
     domains = sorted(pilot_scores.domains)
     expert_of = {d: d for d in domains if d in names}
-    fit = _subset(pilot_scores, {d: ~held[d] for d in domains})
-    fit_domains = [d for d in domains if len(fit.domains[d])]
-    for d in domains:
-        if d not in fit_domains:
-            fit.remove_domain(d)
-    suite = SystemSuite(fit, names, {d: e for d, e in expert_of.items() if d in fit_domains}, margin=margin)
+    fit, fit_domains = _fit_part(pilot_scores, held)
+    suite = SystemSuite(
+        fit,
+        names,
+        {d: e for d, e in expert_of.items() if d in fit_domains},
+        margin=margin,
+        corpus_weight=corpus_weight,
+    )
     for d in domains:
         idx = np.flatnonzero(held[d])
         if len(idx) == 0:
@@ -152,6 +167,17 @@ def _route_held_out(
             if choices is None:
                 raise InvalidInput(f"{s} does not pick one encoder per query; it cannot be validated here")
             values[s][d] += [table.scores[c][q] for q, c in zip(qids, choices, strict=True)]
+
+
+def _fit_part(pilot_scores: PilotScores, held: Mapping[str, np.ndarray]) -> tuple[PilotScores, list[str]]:
+    """The training queries outside ``held`` (a mask per domain), without the domains that have none left."""
+    domains = sorted(pilot_scores.domains)
+    fit = _subset(pilot_scores, {d: ~held[d] for d in domains})
+    fit_domains = [d for d in domains if len(fit.domains[d])]
+    for d in domains:
+        if d not in fit_domains:
+            fit.remove_domain(d)
+    return fit, fit_domains
 
 
 def _summary(values: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
@@ -188,4 +214,61 @@ def choose_margin(
     for m, v in scores.items():
         if v > scores[best] + 1e-6:  # a real gain, not float noise
             best = m
+    return best, scores
+
+
+def domain_accuracy(
+    pilot_scores: PilotScores,
+    experts: Sequence[str],
+    corpus_weight: float,
+    folds: int = 5,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> dict[str, float]:
+    """How often a held-out training query is placed in its own domain by the domain step of the corpus rule
+    (``corpus_weight`` 0: the domain rule), per domain and macro-averaged; same folds as :func:`cross_validate`."""
+    if folds < 2:
+        raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
+    domains = sorted(pilot_scores.domains)
+    if not domains:
+        raise InvalidInput("no training queries to validate routing on")
+    hits: dict[str, list[bool]] = {d: [] for d in domains}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        fold_of = {d: rng.permutation(len(pilot_scores.domains[d])) % folds for d in domains}
+        for f in range(folds):
+            held = {d: fold_of[d] == f for d in domains}
+            fit, _ = _fit_part(pilot_scores, held)
+            lib: PilotLibrary = fit.build(sorted(experts))
+            for d in domains:
+                if held[d].any():
+                    guess = lib.guess_domains(pilot_scores.embeddings[d][held[d]], corpus_weight)
+                    hits[d] += [g == d for g in guess]
+    row = {d: round(float(np.mean(v)), 4) for d, v in hits.items() if v}
+    row["avg"] = round(float(np.mean(list(row.values()))), 4)
+    return row
+
+
+def choose_corpus_weight(
+    pilot_scores: PilotScores,
+    experts: Sequence[str],
+    grid: Sequence[float] = CORPUS_WEIGHT_GRID,
+    folds: int = 5,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """The corpus rule's weight on corpus pilots that places held-out training queries in their own domain most
+    often (macro over domains), and each weight's accuracy per domain.
+
+    The weight changes only which domain a query is placed in, so it is judged on that step directly: on every
+    held-out query, where nDCG@10 would show a difference only on the queries whose experts rank differently.
+    Ties go to the smaller weight; without corpus pilots the weight is 0.
+    """
+    if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
+        raise InvalidInput(f"the corpus weight grid needs values within [0, 1], got {list(grid)}", field="grid")
+    if not pilot_scores.corpus:
+        return 0.0, {}
+    scores = {w: domain_accuracy(pilot_scores, experts, w, folds, seeds) for w in sorted(set(grid))}
+    best = min(scores)
+    for w, row in scores.items():
+        if row["avg"] > scores[best]["avg"] + 1e-6:
+            best = w
     return best, scores

@@ -82,6 +82,12 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
         # the fallback margin is the held-out best (ties: the smaller)
         mv = {float(k): v for k, v in body["domain_rule_margin_validation"].items()}
         assert body["domain_rule_margin"] == min(m for m, v in mv.items() if v >= max(mv.values()) - 1e-6)
+        # each domain's corpus is summarised into corpus pilots; their weight is the held-out best domain accuracy
+        assert body["corpus_pilots"] > 0
+        wv = {float(k): row["avg"] for k, row in body["corpus_weight_validation"].items()}
+        assert body["corpus_weight"] == min(w for w, v in wv.items() if v >= max(wv.values()) - 1e-6)
+        for rule, row in body["domain_accuracy"].items():
+            assert rule in SERVABLE and set(row) == {"aero", "bio"} and all(0.0 <= v <= 1.0 for v in row.values())
         # paired tests: each difference is the one in the table above, its interval holds it, p is a probability
         assert set(body["significance"]) == {f"{a} vs {b}" for a, b in comparisons(body["default_rule"])}
         for name, r in body["significance"].items():
@@ -94,6 +100,7 @@ def test_quality_json_has_every_system_dataset_and_mode(bench: tuple[dict, Path]
     md = (root / "results" / "quality.md").read_text()
     assert "| router_retriever vs dataset_router |" in md
     assert "on the training queries no expert trained on" in md
+    assert "Corpus rule: " in md and "| router_retriever_corpus |" in md
     assert (root / "results" / "quality.md").read_text().startswith("# Quality")
     assert (root / "experts" / "query" / "pilots.json").is_file()
     assert (root / "experts" / "query-document" / "aero" / "manifest.json").is_file()
@@ -155,6 +162,11 @@ def test_cli_eval_and_experts_list(
         assert res.exit_code == 0, res.output
         score = float(res.output.strip().rsplit("=", 1)[1])
         assert abs(score - out["modes"]["query"]["systems"]["router_retriever_domain"]["bio"]) < 1e-3
+        # and the corpus rule with the served corpus weight
+        res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever_corpus"])
+        assert res.exit_code == 0, res.output
+        score = float(res.output.strip().rsplit("=", 1)[1])
+        assert abs(score - out["modes"]["query"]["systems"]["router_retriever_corpus"]["bio"]) < 1e-3
         res = runner.invoke(app, ["experts", "list"])
         assert "aero" in res.output and "bio" in res.output
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "nope"), "--system", "base"])

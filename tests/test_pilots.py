@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from router.pilots import PilotLibrary, PilotScores
 
 
@@ -188,3 +188,77 @@ def test_rebuilding_after_a_change_of_experts_keeps_the_served_rule_and_margin(s
     assert {p.expert for p in fewer.pilots} == {"B"}
     assert (fewer.rule, fewer.margin) == ("domain", 0.02)
     assert (scores.build(["B"]).rule, scores.build(["B"]).margin) == ("mean", 0.0)  # nothing to carry over
+
+
+def test_corpus_pilots_tell_the_domain_where_its_few_query_pilots_do_not() -> None:
+    from router.pilots import CORPUS, Pilot
+
+    # d1 (expert A) has one query pilot far from the query, but its documents sit right on it; d2's query pilot
+    # is closer. The domain rule picks d2; with enough weight on corpus pilots the corpus rule picks d1.
+    q = _unit(1, 0.1, 0)[None, :]
+    pilots = [
+        Pilot("A", "d1", 3, _unit(0.2, 0, 1)),
+        Pilot("A", "d1", 500, _unit(1, 0.1, 0), CORPUS),
+        Pilot("B", "d2", 40, _unit(1, 1, 0)),
+        Pilot("B", "d2", 500, _unit(0, 1, 0), CORPUS),
+    ]
+    lib = PilotLibrary(pilots)
+    assert lib.route(q, "domain")[0].expert == "B"
+    lib.corpus_weight = 0.5
+    d = lib.route(q, "corpus")[0]
+    assert d.expert == "A"
+    want = 0.5 * float(_unit(0.2, 0, 1) @ q[0]) + 0.5 * 1.0
+    assert d.scores["A"] == pytest.approx(want, abs=1e-6)
+    assert lib.guess_domains(q) == ["d1"] and lib.guess_domains(q, 0.0) == ["d2"]
+    # No other rule reads corpus pilots: the same library without them routes the same.
+    plain = PilotLibrary([p for p in pilots if p.kind != CORPUS])
+    for rule in ("mean", "nearest", "topk", "weighted", "domain"):
+        np.testing.assert_allclose(lib.expert_scores(q, rule), plain.expert_scores(q, rule))
+    # Weight 0 makes the corpus rule the domain rule.
+    lib.corpus_weight = 0.0
+    np.testing.assert_allclose(lib.expert_scores(q, "corpus"), lib.expert_scores(q, "domain"))
+    again = PilotLibrary.from_json(json.loads(json.dumps({**lib.to_json(), "corpus_weight": 0.5})))
+    assert again.corpus_weight == 0.5 and [p.kind for p in again.pilots] == [p.kind for p in pilots]
+    assert again.route(q, "corpus")[0].expert == "A"
+
+
+def test_corpus_pilot_errors() -> None:
+    from router.pilots import CORPUS, Pilot, aggregate, corpus_centroids
+
+    with pytest.raises(InvalidInput, match="unknown pilot kind"):
+        PilotLibrary([Pilot("A", "d1", 1, _unit(1, 0)), Pilot("A", "d1", 1, _unit(0, 1), "document")])
+    with pytest.raises(InvalidInput, match="owns no query pilot"):
+        PilotLibrary([Pilot("A", "d1", 1, _unit(1, 0)), Pilot("B", "d1", 1, _unit(0, 1), CORPUS)])
+    with pytest.raises(InvalidInput, match="corpus_weight"):
+        aggregate(np.ones((1, 1)), np.zeros(1), np.zeros(1), np.ones(1), 1, "corpus", corpus_weight=1.5)
+    with pytest.raises(InvalidInput, match="non-empty"):
+        corpus_centroids(np.zeros((0, 3)))
+    with pytest.raises(InvalidInput, match="at least 1"):
+        corpus_centroids(np.ones((4, 3)), n_pilots=0)
+
+
+def test_corpus_pilots_are_built_persisted_and_follow_their_domain_leader(scores: PilotScores, tmp_path: Path) -> None:
+    from router.pilots import CORPUS, corpus_centroids
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((50, 3)).astype(np.float32)
+    centres, sizes = corpus_centroids(docs, n_pilots=4)
+    assert centres.shape == (4, 3) and sizes.sum() == 50
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 1.0, atol=1e-5)
+    small, ones = corpus_centroids(docs[:3], n_pilots=4)  # a corpus no bigger than the pilots is kept whole
+    assert small.shape == (3, 3) and ones.tolist() == [1, 1, 1]
+    with pytest.raises(NotFound, match="no domain"):
+        scores.add_corpus("nowhere", docs)
+    scores.add_corpus("d1", docs, n_pilots=4)
+    lib = scores.build(["A", "B"])
+    corpus = [p for p in lib.pilots if p.kind == CORPUS]
+    assert len(corpus) == 4 and {p.domain for p in corpus} == {"d1"}
+    assert {p.expert for p in corpus} == {"A"}  # A won two of d1's three labelled queries
+    scores.save(tmp_path / "s.npz")
+    again = PilotScores.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(again.corpus["d1"], scores.corpus["d1"])
+    assert again.corpus_sizes["d1"].tolist() == scores.corpus_sizes["d1"].tolist()
+    # Without A, B leads d1 and the corpus pilots go with the domain, not with the removed expert.
+    assert {p.expert for p in again.build(["B"]).pilots if p.kind == CORPUS} == {"B"}
+    again.remove_domain("d1")
+    assert "d1" not in again.corpus

@@ -204,3 +204,24 @@ def test_expert_lifecycle_backfill_and_removal(
     final = client.get("/collections/docs", headers=h).json()
     assert "aero" not in final["vectors"] and "aero" not in final["backfill"]
     assert client.post("/collections/docs/search", json={"query": "shock"}, headers=h).status_code == 200
+
+
+def test_a_new_expert_brings_its_domain_with_its_corpus_pilots(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path
+) -> None:
+    from router.pilots import PilotScores
+
+    client, rt = platform
+    reg = Path(rt.settings.experts_dir) / "query"
+    ps = PilotScores.load(reg / SCORES_FILE)
+    ps.remove_domain("aero")  # the library knows only bio's training queries
+    ps.save(reg / SCORES_FILE)
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt))
+    assert r.status_code == 201, r.text
+    assert rt.queue.join(120)
+    after = PilotScores.load(reg / SCORES_FILE)
+    assert "aero" in after.domains and "aero" in after.corpus and "bio" not in after.corpus
+    assert int(after.corpus_sizes["aero"].sum()) == 4  # the tiny aero corpus, kept whole
+    names = {e["name"]: e for e in client.get("/experts", headers=admin(rt)).json()}
+    leads = [p.expert for p in rt.retriever.library.pilots if p.kind == "corpus"] if rt.retriever.library else []
+    assert len(leads) == 4 and names[leads[0]]["corpus_pilots"] == 4

@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ingest.beir import load_dataset
 from router.encoders import TextEncoder
 from router.experts import ExpertRegistry
-from router.serving import PILOTS_FILE, SCORES_FILE, Retriever
+from router.serving import PILOT_COLLECTION, PILOTS_FILE, SCORES_FILE, Retriever
 from store import EdgeStore
+from store.base import iter_points
 from tests.platform_fixtures import build_pilot_scores, train_tiny_expert
 
 QUERIES = ["protein in the cell", "supersonic wing flow", "cancer drug trial", "shock boundary layer", "heat plate"]
 
 
-@pytest.mark.parametrize("rule", ["mean", "weighted", "nearest", "topk", "domain"])
+@pytest.mark.parametrize("rule", ["mean", "weighted", "nearest", "topk", "domain", "corpus"])
 def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: Path, tmp_path: Path, rule: str) -> None:
     reg_root = tmp_path / "experts"
     reg_root.mkdir()
@@ -25,9 +27,14 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     for n, p in experts.items():
         shutil.copytree(p, reg_root / n)
     ps = build_pilot_scores(tiny_model, beir_root, experts)
+    if rule == "corpus":  # each domain's documents become its corpus pilots, read with half the weight
+        enc = TextEncoder(str(tiny_model), bf16=False)
+        for d in ("aero", "bio"):
+            ps.add_corpus(d, enc.encode([x.full_text for x in load_dataset(beir_root / d).corpus]), n_pilots=4)
     ps.save(reg_root / SCORES_FILE)
     lib = ps.build(["aero", "bio"])
     lib.rule = rule
+    lib.corpus_weight = 0.5 if rule == "corpus" else 0.0
     if rule == "domain":  # a margin between the queries' domain gaps: some fall back to the base model
         base_emb = TextEncoder(str(tiny_model), bf16=False).encode(QUERIES)
         sims = base_emb @ lib.matrix.T
@@ -45,6 +52,9 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     store = EdgeStore(tmp_path / "store")
     r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root), store)
     assert r.library is not None and r.library.rule == rule
+    if rule == "corpus":
+        assert len(r.library) == len(lib) and int(r.library.corpus.sum()) == 8
+        assert sum(1 for _ in iter_points(store, PILOT_COLLECTION)) == len(lib)
     base = r.encoder.encode(QUERIES)
     offline = lib.expert_scores(base, rule)
     for i, q in enumerate(QUERIES):

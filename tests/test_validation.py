@@ -7,7 +7,14 @@ import pytest
 
 from core.errors import InvalidInput
 from router.pilots import PilotScores
-from router.validation import VALIDATED, choose_margin, cross_validate, held_out_validate
+from router.validation import (
+    VALIDATED,
+    choose_corpus_weight,
+    choose_margin,
+    cross_validate,
+    domain_accuracy,
+    held_out_validate,
+)
 
 
 def _cluster(center: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -96,3 +103,47 @@ def test_held_out_queries_must_be_training_queries() -> None:
         held_out_validate(ps, ["a", "b"], base, {"c": ["c0"]})
     with pytest.raises(InvalidInput, match="no held-out queries"):
         held_out_validate(ps, ["a", "b"], base, {"a": []})
+
+
+def _small_domain_with_a_corpus() -> PilotScores:
+    """Domain "a": 40 queries tight around e1. Domain "b": 8 queries on a ring around e1, in every direction of the
+    (e2, e3) plane: the centroid of a few of them sits near e1, so a held-out "b" query often looks more like "a".
+    Each domain's 200 documents cover its region, so the nearest corpus pilot tells the two apart."""
+    rng = np.random.default_rng(0)
+    e1 = np.array([1.0, 0, 0, 0])
+
+    def ring(n: int) -> np.ndarray:
+        t = rng.uniform(0, 2 * np.pi, n)
+        x = np.stack([np.full(n, 1.2), np.cos(t), np.sin(t), np.zeros(n)], axis=1)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    ps = PilotScores()
+    for name, q in (("a", _cluster(e1, 40, rng)), ("b", ring(8))):
+        ps.add_domain(name, [f"{name}{i}" for i in range(len(q))], q)
+        ps.set_scores(name, "a", [1.0 if name == "a" else 0.0] * len(q))
+        ps.set_scores(name, "b", [1.0 if name == "b" else 0.0] * len(q))
+    ps.add_corpus("a", _cluster(e1, 200, rng), n_pilots=16)
+    ps.add_corpus("b", ring(200), n_pilots=16)
+    return ps
+
+
+def test_the_corpus_weight_is_chosen_by_held_out_domain_accuracy() -> None:
+    ps = _small_domain_with_a_corpus()
+    without = domain_accuracy(ps, ["a", "b"], 0.0, folds=4, seeds=(0,))
+    assert without["b"] < 0.5  # the query pilots alone misplace most held-out "b" queries
+    weight, table = choose_corpus_weight(ps, ["a", "b"], grid=(0.0, 0.3, 0.7), folds=4, seeds=(0,))
+    assert weight == 0.7 and table[0.7] == {"a": 1.0, "b": 1.0, "avg": 1.0}
+    assert table[0.0] == without
+    base = {d: np.zeros(len(ps.domains[d]), dtype=np.float32) for d in ps.domains}
+    got = cross_validate(ps, ["a", "b"], base, folds=4, seeds=(0,), corpus_weight=weight)
+    assert got["router_retriever_corpus"]["avg"] == 1.0
+    assert got["router_retriever_domain"]["b"] == without["b"]  # each "b" query placed in "a" scores 0
+
+
+def test_the_corpus_weight_without_corpus_pilots_or_with_a_bad_grid() -> None:
+    ps, _ = _two_domains()
+    assert choose_corpus_weight(ps, ["a", "b"]) == (0.0, {})
+    with pytest.raises(InvalidInput, match="within"):
+        choose_corpus_weight(ps, ["a", "b"], grid=(0.0, 1.5))
+    with pytest.raises(InvalidInput, match="at least 2 folds"):
+        domain_accuracy(ps, ["a", "b"], 0.0, folds=1)

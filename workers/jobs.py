@@ -68,7 +68,8 @@ def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
 
 def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
-    domain, which joins the library), then rebuild the pilots. No gradient training. Returns the domains scored."""
+    domain, which joins the library with its corpus pilots), then rebuild the pilots. No gradient training. Returns
+    the domains scored."""
     from ingest.beir import discover, load_dataset
     from router.pilots import PilotScores
     from router.serving import SCORES_FILE
@@ -90,6 +91,7 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
         if new_domain:
             qids, base_q = Workbench(r.encoder, "query").query_matrix(ds, "train", None)
             ps.add_domain(ds.name, qids, base_q)
+            ps.add_corpus(ds.name, r.encoder.encode([d.full_text for d in ds.corpus], None, "document"))
         for name in r.experts if new_domain else [expert]:
             wb = Workbench(r.encoder, r.manifests[name].manifest.sides)
             sc = wb.score(ds, "train", name).per_query
