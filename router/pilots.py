@@ -49,8 +49,8 @@ def domain_scores(
 
     The query evidence is the domain's query pilots' size-weighted mean similarity (the similarity to the centroid of
     all its training queries). With ``corpus_weight`` w > 0, the score is (1 - w) * that + w * the similarity to the
-    domain's nearest corpus pilot; a domain without corpus pilots counts its query evidence twice. Only domains with
-    query pilots are scored (a leader is needed to route to)."""
+    domain's nearest corpus pilot; a domain without corpus pilots is scored on its query evidence alone. Only domains
+    with query pilots are scored (a leader is needed to route to)."""
     sims = np.atleast_2d(np.asarray(sims, dtype=np.float32))
     owner = np.asarray(owner, dtype=int)
     domain_of = np.asarray(domain_of, dtype=int)
@@ -352,9 +352,13 @@ class PilotLibrary:
         self.matrix = np.stack([p.vector for p in self.pilots]).astype(np.float32)
         norms = np.linalg.norm(self.matrix, axis=1, keepdims=True)
         self.matrix /= np.clip(norms, 1e-12, None)
-        routable = set(self.routable)
-        if any(p.expert not in routable for p in self.pilots):
-            raise InvalidInput("a corpus pilot names an expert that owns no query pilot; rebuild the library")
+        strays = sorted({p.expert for p in self.pilots} - set(self.routable))
+        if strays:
+            raise InvalidInput(
+                f"pilots name experts that cannot be routed to: {strays} (every pilot's expert must be listed, and a "
+                "corpus pilot's expert must own a query pilot); rebuild the library",
+                field="pilots",
+            )
         self.owner = np.array([self.routable.index(p.expert) for p in self.pilots])
         self.sizes = np.array([p.size for p in self.pilots], dtype=np.float32)
         self.corpus = np.array([p.kind == CORPUS for p in self.pilots], dtype=bool)

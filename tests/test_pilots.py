@@ -227,7 +227,7 @@ def test_corpus_pilot_errors() -> None:
 
     with pytest.raises(InvalidInput, match="unknown pilot kind"):
         PilotLibrary([Pilot("A", "d1", 1, _unit(1, 0)), Pilot("A", "d1", 1, _unit(0, 1), "document")])
-    with pytest.raises(InvalidInput, match="owns no query pilot"):
+    with pytest.raises(InvalidInput, match="cannot be routed to"):
         PilotLibrary([Pilot("A", "d1", 1, _unit(1, 0)), Pilot("B", "d1", 1, _unit(0, 1), CORPUS)])
     with pytest.raises(InvalidInput, match="corpus_weight"):
         aggregate(np.ones((1, 1)), np.zeros(1), np.zeros(1), np.ones(1), 1, "corpus", corpus_weight=1.5)
