@@ -25,7 +25,7 @@ from ingest.beir import BeirDataset, discover, load_dataset
 from router.encoders import BASE, TextEncoder
 from router.evaluation import Run, mean
 from router.experts import Expert, ExpertRegistry
-from router.pilots import PilotScores
+from router.pilots import PilotScores, corpus_centroids
 from router.significance import paired_test
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
 from router.training.data import domain_data
@@ -58,6 +58,8 @@ class Bench:
         self.max_epochs = max_epochs
         self.encoder: TextEncoder = make_encoder(settings)
         self.seconds: dict[str, float] = {}
+        # Corpus pilots come from BASE document vectors, the same in every mode: summarised once per dataset.
+        self.corpus_pilots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- progress ------------------------------------------------------------------------------------------
     # Where the console is not a terminal (a log file, CI), the bars do not show: a step that took at least this
@@ -173,7 +175,9 @@ class Bench:
                 for name in names:
                     sc = wb.score(ds, "train", name).per_query
                     ps.set_scores(ds.name, name, [sc[q] for q in qids])
-                ps.add_corpus(ds.name, base_docs[ds.name])  # the corpus rule's second witness of the domain
+                if ds.name not in self.corpus_pilots:  # the corpus rule's second witness of the domain
+                    self.corpus_pilots[ds.name] = corpus_centroids(base_docs[ds.name])
+                ps.corpus[ds.name], ps.corpus_sizes[ds.name] = self.corpus_pilots[ds.name]
             ps.save(reg.root / "pilot_scores.npz")
             self._timed(f"pilot_scoring_{mode}", t0)
 
