@@ -274,14 +274,15 @@ class PilotScores:
         for domain in sorted(domains if domains is not None else self.domains):
             labels = self.labels(domain, names, (homes or {}).get(domain, domain))
             emb = self.embeddings[domain]
-            for i, name in enumerate(names):
-                members = emb[labels == i]
-                if len(members) == 0:
-                    continue
-                pilots.append(Pilot(name, domain, len(members), members.mean(axis=0)))
-            counts = np.bincount(labels[labels >= 0], minlength=len(names))
-            if domain in self.corpus and counts.max() > 0:
-                leader = names[int(np.flatnonzero(counts == counts.max()).min())]
+            groups = [
+                Pilot(name, domain, len(members), members.mean(axis=0))
+                for i, name in enumerate(names)
+                if len(members := emb[labels == i])
+            ]
+            pilots += groups
+            if domain in self.corpus and groups:
+                # The domain rule's leader (router.pilots.domain_scores): the largest group, ties to the first name.
+                leader = min(groups, key=lambda p: (-p.size, p.expert)).expert
                 for vec, size in zip(self.corpus[domain], self.corpus_sizes[domain], strict=True):
                     pilots.append(Pilot(leader, domain, int(size), vec, CORPUS))
         lib = PilotLibrary(pilots, names)

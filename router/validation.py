@@ -12,7 +12,7 @@ the levels run higher than on the test splits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,29 +62,26 @@ def cross_validate(
     The dataset of a domain is its expert when one is named like it, as in the benchmark. ``margin`` is the
     domain rule's fallback margin, ``corpus_weight`` the corpus rule's weight.
     """
+    names = sorted(experts)
+    values: dict[str, dict[str, list[float]]] = {s: {d: [] for d in sorted(pilot_scores.domains)} for s in systems}
+    for held in _folds(pilot_scores, folds, seeds):
+        _route_held_out(pilot_scores, held, names, base_scores, systems, margin, values, corpus_weight)
+    return _summary(values)
+
+
+def _folds(pilot_scores: PilotScores, folds: int, seeds: Sequence[int]) -> Iterator[dict[str, np.ndarray]]:
+    """The held-out mask per domain of every fold of every seed: the one split every validation here uses."""
     if folds < 2:
         raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
     domains = sorted(pilot_scores.domains)
     if not domains:
         raise InvalidInput("no training queries to validate routing on")
-    names = sorted(experts)
-    values: dict[str, dict[str, list[float]]] = {s: {d: [] for d in domains} for s in systems}
     for seed in seeds:
         rng = np.random.default_rng(seed)
         # A domain smaller than ``folds`` gets one fold per query (leave-one-out).
         fold_of = {d: rng.permutation(len(pilot_scores.domains[d])) % folds for d in domains}
         for f in range(folds):
-            _route_held_out(
-                pilot_scores,
-                {d: fold_of[d] == f for d in domains},
-                names,
-                base_scores,
-                systems,
-                margin,
-                values,
-                corpus_weight,
-            )
-    return _summary(values)
+            yield {d: fold_of[d] == f for d in domains}
 
 
 def held_out_validate(
@@ -226,23 +223,13 @@ def domain_accuracy(
 ) -> dict[str, float]:
     """How often a held-out training query is placed in its own domain by the domain step of the corpus rule
     (``corpus_weight`` 0: the domain rule), per domain and macro-averaged; same folds as :func:`cross_validate`."""
-    if folds < 2:
-        raise InvalidInput(f"cross-validation needs at least 2 folds, got {folds}", field="folds")
-    domains = sorted(pilot_scores.domains)
-    if not domains:
-        raise InvalidInput("no training queries to validate routing on")
-    hits: dict[str, list[bool]] = {d: [] for d in domains}
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        fold_of = {d: rng.permutation(len(pilot_scores.domains[d])) % folds for d in domains}
-        for f in range(folds):
-            held = {d: fold_of[d] == f for d in domains}
-            fit, _ = _fit_part(pilot_scores, held)
-            lib: PilotLibrary = fit.build(sorted(experts))
-            for d in domains:
-                if held[d].any():
-                    guess = lib.guess_domains(pilot_scores.embeddings[d][held[d]], corpus_weight)
-                    hits[d] += [g == d for g in guess]
+    hits: dict[str, list[bool]] = {d: [] for d in sorted(pilot_scores.domains)}
+    for held in _folds(pilot_scores, folds, seeds):
+        fit, _ = _fit_part(pilot_scores, held)
+        lib: PilotLibrary = fit.build(sorted(experts))
+        for d, mask in held.items():
+            if mask.any():
+                hits[d] += [g == d for g in lib.guess_domains(pilot_scores.embeddings[d][mask], corpus_weight)]
     row = {d: round(float(np.mean(v)), 4) for d, v in hits.items() if v}
     row["avg"] = round(float(np.mean(list(row.values()))), 4)
     return row
