@@ -20,13 +20,14 @@ from core.errors import InvalidInput, NotFound
 from router.encoders import BASE, TextEncoder
 from router.experts import Expert, ExpertRegistry
 from router.pilots import CORPUS, QUERY, Pilot, PilotLibrary, PilotScores, aggregate
-from store.base import VectorStore
+from store.base import SearchRequest, VectorStore
 
 log = logging.getLogger(__name__)
 
 PILOT_COLLECTION = "_rr_pilots"
 PILOTS_FILE = "pilots.json"
 SCORES_FILE = "pilot_scores.npz"
+PILOT_KEYS = ("expert", "domain", "kind")  # the pilot payload keys routing filters on, indexed
 
 
 @dataclass
@@ -166,6 +167,8 @@ class Retriever:
         with self._lock:
             if not store.collection_exists(PILOT_COLLECTION):
                 store.create_collection(PILOT_COLLECTION, {BASE: self.encoder.dim})
+            for key in PILOT_KEYS:  # routing filters on them; a collection made by an older version gets them here
+                store.index_payload(PILOT_COLLECTION, key)
             pilots = self.library.pilots if self.library is not None else []
             want = {
                 pid: PointIn(
@@ -196,16 +199,21 @@ class Retriever:
     def route(self, query: str, allowed: Sequence[str] | None = None) -> Route:
         """Routing as a query on the pilot collection: similarity to every pilot of the allowed experts, aggregated
         per expert by the library's rule (:func:`router.pilots.aggregate`; the rule is stored in pilots.json),
-        highest wins."""
+        highest wins. The corpus rule reads only each domain's nearest corpus pilot, so it is fetched alone, in the
+        same engine call (:func:`_pilot_requests`)."""
         t0 = time.perf_counter()
         base_vec = self.encode_query(query, BASE)
         t1 = time.perf_counter()
         candidates = [e for e in (allowed if allowed is not None else self.experts) if e in self.manifests]
         if self.store is None or self.library is None or not candidates:
             return Route(BASE, {}, {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": 0.0})
-        hits = self.store.search(
-            PILOT_COLLECTION, BASE, base_vec, limit=max(1, len(self.library)), filter={"expert": candidates}
-        )
+        hits = [
+            h
+            for found in self.store.search_batch(
+                PILOT_COLLECTION, BASE, _pilot_requests(self.library, base_vec, candidates)
+            )
+            for h in found
+        ]
         experts = sorted({h.payload["expert"] for h in hits})
         domains = sorted({h.payload.get("domain", "") for h in hits})
         agg = aggregate(
@@ -226,6 +234,18 @@ class Retriever:
             return Route(BASE, {}, timings)
         best = max(sorted(scores), key=lambda e: scores[e])  # ties: first by name, as offline
         return Route(best, scores, timings)
+
+
+def _pilot_requests(library: PilotLibrary, vector: np.ndarray, candidates: Sequence[str]) -> list[SearchRequest]:
+    """The searches that give :func:`router.pilots.aggregate` all it reads under the library's rule: every
+    Algorithm-1 pilot of the candidate experts and, for the corpus rule, each domain's single nearest corpus pilot
+    (the rule takes the max over them, so the other corpus pilots cannot change a score)."""
+    n_query = sum(p.kind == QUERY for p in library.pilots)
+    requests = [SearchRequest(vector, max(1, n_query), {"expert": list(candidates), "kind": QUERY})]
+    if library.rule == "corpus" and library.corpus_weight > 0:
+        for d in sorted({p.domain for p in library.pilots if p.kind == CORPUS}):
+            requests.append(SearchRequest(vector, 1, {"expert": list(candidates), "kind": CORPUS, "domain": d}))
+    return requests
 
 
 def _pilot_ids(pilots: Sequence[Pilot]) -> list[tuple[str, Pilot]]:

@@ -9,11 +9,21 @@ from pathlib import Path
 
 from core.errors import InvalidInput
 
-from .base import Hit, PointIn, StoredPoint, VectorStore, point_id
+from .base import Hit, PointIn, SearchRequest, StoredPoint, VectorStore, point_id
 from .edge import EdgeStore
 from .server import QdrantServerStore
 
-__all__ = ["EdgeStore", "Hit", "PointIn", "QdrantServerStore", "StoredPoint", "VectorStore", "open_store", "point_id"]
+__all__ = [
+    "EdgeStore",
+    "Hit",
+    "PointIn",
+    "QdrantServerStore",
+    "SearchRequest",
+    "StoredPoint",
+    "VectorStore",
+    "open_store",
+    "point_id",
+]
 
 
 def open_store(url: str, data_dir: Path, api_key: str | None = None) -> VectorStore:

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound
 
-from .base import Filter, FilterValue, Vector
+from .base import Filter, FilterValue, Hit, SearchRequest, Vector
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -82,6 +82,26 @@ def as_vector(vector: Vector, dim: int, vector_name: str) -> list[float]:
     if not np.isfinite(arr).all():
         raise InvalidInput(f"vector {vector_name!r} contains NaN or infinity", field="vector")
     return arr.tolist()
+
+
+def check_payload_key(key: str) -> str:
+    """A payload key as filters name it: non-empty, dotted for nested keys."""
+    if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
+        raise InvalidInput(f"payload key {key!r} must be a non-empty key, dotted for nested keys", field="key")
+    return key
+
+
+def check_batch(requests: Sequence[SearchRequest]) -> list[SearchRequest]:
+    """A search batch as a list of requests, each with a valid limit and filter (the vectors are checked by the
+    engine, which knows the dimension)."""
+    if isinstance(requests, SearchRequest) or not isinstance(requests, Sequence):
+        raise InvalidInput("requests must be a sequence of SearchRequest", field="requests")
+    for i, r in enumerate(requests):
+        if not isinstance(r, SearchRequest):
+            raise InvalidInput(f"request {i} is a {type(r).__name__}, not a SearchRequest", field="requests")
+        check_limit(r.limit)
+        check_filter(r.filter)
+    return list(requests)
 
 
 def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
@@ -155,3 +175,10 @@ def missing_docs(collection: str, missing: Sequence[str]) -> NotFound:
 def doc_id_of(payload: Mapping[str, Any] | None, point_id: Any) -> str:
     """The caller's document id of a stored point (kept in the payload; the engine's id is a uuid5 of it)."""
     return str((payload or {}).get("doc_id", point_id))
+
+
+def hits_of(found: Sequence[Any], with_payload: bool) -> list[Hit]:
+    """An engine's scored points as hits: the caller's document id, the score, the payload if it was asked for."""
+    return [
+        Hit(doc_id_of(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {}) for p in found
+    ]

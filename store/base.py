@@ -63,6 +63,16 @@ class Hit:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One search of a batch (``VectorStore.search_batch``): the ``limit`` nearest points to ``vector`` among
+    those matching ``filter``."""
+
+    vector: Vector
+    limit: int
+    filter: Filter | None = None
+
+
 @dataclass(slots=True)
 class StoredPoint:
     """A point as read back by ``scroll`` or ``retrieve``; ``vectors`` is None unless asked for.
@@ -140,6 +150,23 @@ class VectorStore(Protocol):
         with_payload: bool = True,
     ) -> list[Hit]:
         """The ``limit`` nearest points by one named vector, best first; points lacking that vector are skipped."""
+        ...
+
+    def search_batch(
+        self,
+        name: str,
+        vector_name: str,
+        requests: Sequence[SearchRequest],
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        """Several searches by one named vector in one engine call: one result list per request, in order, each as
+        ``search`` would return it. Every request is checked before any is run; an empty batch returns []."""
+        ...
+
+    def index_payload(self, name: str, key: str) -> None:
+        """Index a keyword payload key, so that filters on it do not read every point's payload; idempotent.
+
+        ``doc_id`` and ``tenant`` are indexed at creation. A no-op in qdrant-client's local mode (it has none)."""
         ...
 
     def count(self, name: str, filter: Filter | None = None) -> int:

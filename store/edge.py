@@ -25,19 +25,22 @@ from core.errors import Conflict, InvalidInput, NotFound, RRError, StoreError
 
 from ._checks import (
     as_vector,
+    check_batch,
     check_dim,
     check_filter,
     check_limit,
     check_name,
     check_offset,
     check_payload,
+    check_payload_key,
     check_vector_config,
     dim_of,
     doc_id_of,
+    hits_of,
     missing_docs,
     unique,
 )
-from .base import Filter, FilterValue, Hit, PointIn, StoredPoint, Vector, point_id
+from .base import Filter, FilterValue, Hit, PointIn, SearchRequest, StoredPoint, Vector, point_id
 
 CONFIG_FILE = "edge_config.json"  # written by qdrant-edge itself; its documented, persisted shard config
 
@@ -70,6 +73,18 @@ def _match(key: str, values: list[FilterValue]) -> E.FieldCondition | E.Filter:
 def _filter(filter: Filter | None) -> E.Filter | None:
     conditions = check_filter(filter)
     return E.Filter(must=[_match(k, vs) for k, vs in conditions]) if conditions else None
+
+
+def _request(
+    r: SearchRequest, dims: Mapping[str, int], name: str, vector_name: str, with_payload: bool
+) -> E.QueryRequest:
+    query = as_vector(r.vector, dim_of(dims, name, vector_name), vector_name)
+    return E.QueryRequest(
+        query=E.Query.Nearest(query, using=vector_name),
+        limit=check_limit(r.limit),
+        filter=_filter(r.filter),
+        with_payload=True if with_payload else ["doc_id"],
+    )
 
 
 def _vectors(raw: Any) -> dict[str, list[float]]:
@@ -269,19 +284,32 @@ class EdgeStore:
         with_payload: bool = True,
     ) -> list[Hit]:
         shard, dims = self._open(name)
-        query = as_vector(vector, dim_of(dims, name, vector_name), vector_name)
-        request = E.QueryRequest(
-            query=E.Query.Nearest(query, using=vector_name),
-            limit=check_limit(limit),
-            filter=_filter(filter),
-            with_payload=True if with_payload else ["doc_id"],
-        )
+        request = _request(SearchRequest(vector, check_limit(limit), filter), dims, name, vector_name, with_payload)
         with _engine("search", name):
             found = shard.query(request)
-        return [
-            Hit(doc_id_of(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {})
-            for p in found
-        ]
+        return hits_of(found, with_payload)
+
+    def search_batch(
+        self,
+        name: str,
+        vector_name: str,
+        requests: Sequence[SearchRequest],
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        shard, dims = self._open(name)
+        batch = [_request(r, dims, name, vector_name, with_payload) for r in check_batch(requests)]
+        if not batch:
+            return []
+        with _engine("search", name):
+            found = shard.query_batch(E.QueryBatchRequest(batch))
+        return [hits_of(f, with_payload) for f in found]
+
+    def index_payload(self, name: str, key: str) -> None:
+        check_payload_key(key)
+        with self._lock:
+            shard, _ = self._open(name)
+            with _engine(f"index payload key {key!r}", name):
+                shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         shard, _ = self._open(name)

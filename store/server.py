@@ -20,18 +20,21 @@ from core.errors import Conflict, InvalidInput, NotFound, RRError, StoreError
 
 from ._checks import (
     as_vector,
+    check_batch,
     check_dim,
     check_filter,
     check_limit,
     check_name,
     check_offset,
     check_payload,
+    check_payload_key,
     check_vector_config,
     doc_id_of,
+    hits_of,
     missing_docs,
     unique,
 )
-from .base import Filter, FilterValue, Hit, PointIn, StoredPoint, Vector, point_id
+from .base import Filter, FilterValue, Hit, PointIn, SearchRequest, StoredPoint, Vector, point_id
 
 
 def _match(key: str, values: list[FilterValue]) -> M.FieldCondition | M.Filter:
@@ -269,10 +272,39 @@ class QdrantServerStore:
                 query_filter=query_filter,
                 with_payload=True if with_payload else ["doc_id"],
             ).points
-        return [
-            Hit(doc_id_of(p.payload, p.id), float(p.score), dict(p.payload or {}) if with_payload else {})
-            for p in found
+        return hits_of(found, with_payload)
+
+    def search_batch(
+        self,
+        name: str,
+        vector_name: str,
+        requests: Sequence[SearchRequest],
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        batch = [
+            M.QueryRequest(
+                query=self._vector(name, vector_name, r.vector),
+                using=vector_name,
+                limit=r.limit,
+                filter=_filter(r.filter),
+                with_payload=True if with_payload else ["doc_id"],
+            )
+            for r in check_batch(requests)
         ]
+        if not batch:
+            self._dims_of(name)  # an unknown collection is NotFound even for an empty batch, as on the edge engine
+            return []
+        with self._call("search", name):
+            found = self.client.query_batch_points(name, requests=batch)
+        return [hits_of(f.points, with_payload) for f in found]
+
+    def index_payload(self, name: str, key: str) -> None:
+        check_payload_key(key)
+        self._dims_of(name)  # NotFound for an unknown collection in local mode too
+        if self._local:
+            return
+        with self._call(f"index payload key {key!r}", name):
+            self.client.create_payload_index(name, key, M.PayloadSchemaType.KEYWORD)
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         count_filter = _filter(filter)

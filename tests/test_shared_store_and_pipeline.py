@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import InvalidInput
 from ingest.pipeline import partition_valid, validate_documents
-from store.base import PointIn
+from store.base import PointIn, SearchRequest
 from store.shared import SharedEdgeStore
 
 
@@ -17,6 +17,11 @@ def test_two_shared_stores_on_one_root_see_each_others_writes(tmp_path: Path) ->
     b.upsert("c", [PointIn("d2", {"v": [0, 1.0, 0, 0]}, {"title": "y"})])
     assert a.count("c") == 2 and b.count("c") == 2
     assert [h.doc_id for h in b.search("c", "v", [1.0, 0.1, 0, 0], 1)] == ["d1"]
+    a.index_payload("c", "title")  # what routing asks of the pilot collection, through the lock too
+    found = b.search_batch(
+        "c", "v", [SearchRequest([1.0, 0.1, 0, 0], 1), SearchRequest([1.0, 0, 0, 0], 2, {"title": "y"})]
+    )
+    assert [[h.doc_id for h in f] for f in found] == [["d1"], ["d2"]]
     with pytest.raises(AttributeError):
         b._private  # noqa: B018
 

@@ -18,7 +18,7 @@ import qdrant_client
 from qdrant_client import QdrantClient
 
 from core.errors import Conflict, InvalidInput, NotFound, StoreError
-from store import EdgeStore, Hit, PointIn, QdrantServerStore, VectorStore, open_store, point_id
+from store import EdgeStore, Hit, PointIn, QdrantServerStore, SearchRequest, VectorStore, open_store, point_id
 
 QDRANT_URL = os.environ.get("QDRANT_URL")
 ENGINES = [
@@ -126,6 +126,9 @@ UNKNOWN_COLLECTION_CALLS: dict[str, Callable[[VectorStore, str], Any]] = {
     "upsert": lambda s, n: s.upsert(n, [PointIn("a", {"base": onehot(0)})]),
     "update_vectors": lambda s, n: s.update_vectors(n, {"a": {"base": onehot(0)}}),
     "search": lambda s, n: s.search(n, "base", onehot(0), 3),
+    "search_batch": lambda s, n: s.search_batch(n, "base", [SearchRequest(onehot(0), 3)]),
+    "empty search_batch": lambda s, n: s.search_batch(n, "base", []),
+    "index_payload": lambda s, n: s.index_payload(n, "title"),
     "count": lambda s, n: s.count(n),
     "scroll": lambda s, n: s.scroll(n, 10),
     "retrieve": lambda s, n: s.retrieve(n, ["a"]),
@@ -207,6 +210,56 @@ def test_bad_filters_are_invalid(store: VectorStore, filled: str, flt: dict[str,
         store.search(filled, "base", near(0), limit=3, filter=flt)
     with pytest.raises(InvalidInput):
         store.count(filled, flt)
+
+
+def test_search_batch_answers_each_request_as_search_would(store: VectorStore, filled: str) -> None:
+    requests = [
+        SearchRequest(near(2), 3),
+        SearchRequest(near(0), 2, {"tenant": "t2"}),
+        SearchRequest(np.asarray(near(3), dtype=np.float32), 1, {"tenant": "nobody"}),
+        SearchRequest(near(1), 10, {"flag": False}),
+    ]
+    batch = store.search_batch(filled, "base", requests)
+    assert len(batch) == len(requests)
+    for r, got in zip(requests, batch, strict=True):
+        want = store.search(filled, "base", r.vector, r.limit, r.filter)
+        assert ids(got) == ids(want) and [h.payload for h in got] == [h.payload for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+    assert set(ids(batch[1])) == {"d2", "d3"} and batch[2] == [] and set(ids(batch[3])) == {"d1", "d3"}
+    bare = store.search_batch(filled, "base", [SearchRequest(near(2), 1)], with_payload=False)
+    assert ids(bare[0]) == ["d2"] and bare[0][0].payload == {}
+    assert store.search_batch(filled, "base", []) == []
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [SearchRequest(near(0), 0)],
+        [SearchRequest(near(0), 2), SearchRequest(near(0), 2, {"n": 1.5})],
+        [SearchRequest(onehot(0, 4), 2)],
+        [SearchRequest([float("nan")] * 8, 2)],
+        [(near(0), 2)],
+        SearchRequest(near(0), 2),
+    ],
+)
+def test_bad_search_batches_are_invalid(store: VectorStore, filled: str, requests: Any) -> None:
+    with pytest.raises(InvalidInput):
+        store.search_batch(filled, "base", requests)
+    with pytest.raises(InvalidInput):
+        store.search_batch(filled, "nope", [SearchRequest(near(0), 2)])
+
+
+def test_index_payload_is_idempotent_and_keeps_filters(store: VectorStore, filled: str) -> None:
+    before = ids(store.search(filled, "base", near(0), limit=10, filter={"metadata.lang": "en"}))
+    for key in ("title", "metadata.lang", "title"):
+        store.index_payload(filled, key)
+    assert ids(store.search(filled, "base", near(0), limit=10, filter={"metadata.lang": "en"})) == before
+    assert set(ids(store.search(filled, "base", near(0), limit=10, filter={"title": ["one", "three"]}))) == {"d1", "d3"}
+    store.upsert(filled, [PointIn("d4", {"base": onehot(4)}, {"title": "one"})])  # written after the index
+    assert store.count(filled, {"title": "one"}) == 2
+    for bad in ("", ".title", "title.", None):
+        with pytest.raises(InvalidInput):
+            store.index_payload(filled, bad)  # type: ignore[arg-type]
 
 
 def test_add_vector_then_backfill(store: VectorStore, filled: str) -> None:
