@@ -235,7 +235,7 @@ def test_search_batch_answers_each_request_as_search_would(store: VectorStore, f
     "requests",
     [
         [SearchRequest(near(0), 0)],
-        [SearchRequest(near(0), 2), SearchRequest(near(0), 2, {"n": 1.5})],
+        [SearchRequest(near(0), 2), SearchRequest(near(0), 2, {"n": 1.5})],  # type: ignore[dict-item]
         [SearchRequest(onehot(0, 4), 2)],
         [SearchRequest([float("nan")] * 8, 2)],
         [(near(0), 2)],
