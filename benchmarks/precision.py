@@ -1,7 +1,7 @@
 """`rr bench precision`: does bf16 autocast keep quality? Cosine to fp32 and speed, on real documents.
 
 Encodes the first N documents of a collection with the base model twice (fp32, bf16 autocast), no cache, and
-writes benchmarks/results/precision.json.
+writes benchmarks/results/precision_<cpu capability>.json (one file per kind of CPU: whether bf16 pays depends on it).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from core.settings import Settings
 from ingest.beir import iter_corpus
-from router.encoders import TextEncoder
+from router.encoders import TextEncoder, native_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,11 +60,17 @@ def run_precision(settings: Settings, data: Path, n: int, console: Console, out_
         "top10_neighbour_overlap": round(top10, 4),
         "docs_per_s": {k: round(v, 1) for k, v in rate.items()},
         "threads": settings.threads or "default",
+        # What decides whether bf16 pays: oneDNN has bf16 kernels on AVX-512 and AMX CPUs, and emulates it elsewhere.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(torch.device("cpu")),
+        "auto_picks": "bf16" if native_bf16(torch.device("cpu")) else "fp32",
     }
     table = Table(title=f"bf16 vs fp32 on {len(texts)} {data.name} documents")
     for k, v in out.items():
         table.add_row(k, str(v))
     console.print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "precision.json").write_text(json.dumps(out, indent=2) + "\n")
+    path = out_dir / f"precision_{str(out['cpu_capability']).lower()}.json"  # one file per kind of CPU
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    console.print(f"wrote {path}")
     return out

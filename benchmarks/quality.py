@@ -96,6 +96,7 @@ class Bench:
             doc_max_length=self.settings.doc_max_length,
             val_docs=1000,  # query+document mode re-encodes this corpus sample at every epoch's check
             device=self.settings.device,
+            bf16=self.settings.bf16,
         )
 
     def ensure_experts(
@@ -542,7 +543,7 @@ def run_quality(
         "base_model": Path(settings.base_model).name,
         "query_max_length": settings.query_max_length,
         "doc_max_length": settings.doc_max_length,
-        "bf16": settings.bf16,
+        "bf16": bench.encoder.bf16,  # as resolved on this machine (RR_BF16=auto: where bf16 is native)
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "quality.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -50,6 +50,7 @@ def _train_config(sides: str, budget: float, max_epochs: int, lr: float, **extra
         query_max_length=s.query_max_length,
         doc_max_length=s.doc_max_length,
         device=s.device,
+        bf16=s.bf16,
         **extra,
     )
 
@@ -320,7 +321,7 @@ def bench_precision(
     data: Annotated[Path, typer.Option(help="One BEIR collection folder.")] = Path("../shared/data/beir/scifact"),
     n: Annotated[int, typer.Option(help="Documents to encode.")] = 512,
 ) -> None:
-    """bf16 autocast against fp32: cosine, neighbour overlap and speed (benchmarks/results/precision.json)."""
+    """bf16 autocast against fp32: cosine, neighbour overlap and speed (benchmarks/results/precision_<cpu>.json)."""
     from benchmarks.precision import run_precision
 
     try:

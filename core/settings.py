@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +30,11 @@ class Settings(BaseSettings):
     query_max_length: int = Field(256, ge=8, le=512, description="Queries are not cut short: ArguAna's are arguments.")
     doc_max_length: int = Field(256, ge=8, le=512)
     batch_size: int = Field(32, ge=1, le=1024)
-    bf16: bool = Field(True, description="bf16 autocast for inference (quality measured in benchmarks).")
+    bf16: bool | Literal["auto"] = Field(
+        "auto",
+        description="bf16 autocast for encoding and training: true, false, or auto (where the GPU or CPU runs bf16 "
+        "natively; emulated bf16 is several times slower than fp32). Quality: `rr bench precision`.",
+    )
     threads: int = Field(0, ge=0, description="torch threads; 0 keeps torch's default.")
     device: str = Field(
         "auto",

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound
 from ingest.beir import BeirDataset, load_dataset
 from router.cache import EmbeddingCache
-from router.encoders import TextEncoder
+from router.encoders import TextEncoder, native_bf16, resolve_bf16
 from router.experts import ExpertRegistry, Manifest
 from router.training.data import DomainData, Example, domain_data
 from router.training.trainer import TrainConfig, TrainResult, held_out_queries, train_expert
@@ -376,6 +377,21 @@ def test_a_repeated_text_gets_one_vector_cold_or_cached(tiny_model: Path, tmp_pa
     np.testing.assert_array_equal(warm, cold)
 
 
+def test_bf16_auto_follows_the_hardware(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert resolve_bf16(True, cpu) is True and resolve_bf16(False, cpu) is False
+    assert resolve_bf16("auto", cpu) is native_bf16(cpu)
+    with pytest.raises(InvalidInput, match="true, false or auto"):
+        resolve_bf16("sometimes", cpu)  # type: ignore[arg-type]
+    # What oneDNN says of this CPU decides: emulated bf16 runs several times slower than fp32.
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)
+        assert native_bf16(cpu) is native
+        enc = TextEncoder(str(tiny_model))  # "auto" by default
+        assert enc.bf16 is native
+        assert enc.fingerprint(None, "query") == TextEncoder(str(tiny_model), bf16=native).fingerprint(None, "query")
+
+
 def test_a_multi_domain_model_holds_out_what_each_domain_expert_holds_out(tiny_model: Path, tmp_path: Path) -> None:
     """The multi-task baseline leaves unseen the same queries as each single-domain expert, so both can be judged
     on them; a shared generator across domains used to draw other slices for every domain after the first."""
@@ -383,7 +399,7 @@ def test_a_multi_domain_model_holds_out_what_each_domain_expert_holds_out(tiny_m
     bio = DomainData(
         "bio", aero.doc_ids, aero.doc_texts, [Example(f"b{e.qid}", e.text, e.positives) for e in aero.examples]
     )
-    cfg = TrainConfig(max_epochs=1, patience=1, bf16=False, lr=5e-3, batch_size=4)
+    cfg = TrainConfig(max_epochs=1, patience=1, bf16="auto", lr=5e-3, batch_size=4)
     enc = TextEncoder(str(tiny_model), bf16=False)
     docs = enc.encode(aero.doc_texts, None, "document")
     both = train_expert(
@@ -412,3 +428,5 @@ def test_a_multi_domain_model_holds_out_what_each_domain_expert_holds_out(tiny_m
     for name, res in alone.items():
         mine = res.manifest.training["val_queries"][name]
         assert both.manifest.training["val_queries"][name] == mine and len(mine) == 4
+    # The manifest records the precision "auto" resolved to here, not the word.
+    assert both.manifest.training["config"]["bf16"] is native_bf16(torch.device("cpu"))

@@ -10,7 +10,13 @@ from core.settings import Settings
 
 @pytest.mark.parametrize(
     ("var", "bad"),
-    [("RR_DEVICE", "gpu"), ("RR_DEVICE", "cuda:x"), ("RR_EXPERT_MODE", "document"), ("RR_EXPERT_MODE", "")],
+    [
+        ("RR_DEVICE", "gpu"),
+        ("RR_DEVICE", "cuda:x"),
+        ("RR_EXPERT_MODE", "document"),
+        ("RR_EXPERT_MODE", ""),
+        ("RR_BF16", "sometimes"),
+    ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, bad: str) -> None:
     monkeypatch.setenv(var, bad)
@@ -20,8 +26,14 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, bad: 
 
 def test_defaults_and_good_values(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()  # type: ignore[call-arg]
-    assert (s.device, s.expert_mode) == ("auto", "query")
+    assert (s.device, s.expert_mode, s.bf16) == ("auto", "query", "auto")
     monkeypatch.setenv("RR_DEVICE", "cuda:1")
     monkeypatch.setenv("RR_EXPERT_MODE", "query+document")
     s = Settings()  # type: ignore[call-arg]
     assert (s.device, s.expert_mode) == ("cuda:1", "query+document")
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("true", True), ("0", False)])
+def test_bf16_is_a_switch_or_auto(monkeypatch: pytest.MonkeyPatch, value: str, parsed: object) -> None:
+    monkeypatch.setenv("RR_BF16", value)
+    assert Settings().bf16 == parsed  # type: ignore[call-arg]

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class TrainConfig:
     max_val: int = 200
     query_max_length: int = 256
     doc_max_length: int = 256
-    bf16: bool = True
+    bf16: bool | str = "auto"  # "auto": bf16 autocast where the hardware runs it natively (router.encoders)
     seed: int = 0
     val_docs: int = 3000  # query+document mode: corpus sample the held-out slice is searched in
     keep: str = "best"  # "best" (early stopping's checkpoint) or "last"
@@ -185,9 +185,10 @@ class _Model:
     def __init__(self, base_model: str, cfg: TrainConfig, init_adapter: str | Path | None = None) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        from router.encoders import load_base, resolve_device
+        from router.encoders import load_base, resolve_bf16, resolve_device
 
         self.device = resolve_device(cfg.device)
+        cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, self.device))  # type: ignore[arg-type]
         self.tokenizer, base, self.pooling, self.normalize = load_base(base_model)
         base.to(self.device)
         if init_adapter is not None:
@@ -316,6 +317,7 @@ def train_expert(
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     m = _Model(base_model, cfg)
+    cfg = m.cfg  # with the precision it resolved to, as the manifest records it
     params = [p for p in m.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     # Each domain holds out what its own single-domain expert holds out (a generator of its own, seeded alike), so
