@@ -84,10 +84,10 @@ def as_vector(vector: Vector, dim: int, vector_name: str) -> list[float]:
     return arr.tolist()
 
 
-def check_payload_key(key: str) -> str:
-    """A payload key as filters name it: non-empty, dotted for nested keys."""
+def check_payload_key(key: str, field: str = "key") -> str:
+    """A payload key as filters and indexes name it: non-empty, dotted for nested keys."""
     if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
-        raise InvalidInput(f"payload key {key!r} must be a non-empty key, dotted for nested keys", field="key")
+        raise InvalidInput(f"payload key {key!r} must be a non-empty key, dotted for nested keys", field=field)
     return key
 
 
@@ -112,8 +112,7 @@ def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
         raise InvalidInput(f"filter must be a mapping of payload key to value, got {type(filter).__name__}", "filter")
     out: list[tuple[str, list[FilterValue]]] = []
     for key, value in filter.items():
-        if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
-            raise InvalidInput(f"filter key {key!r} must be a payload key, dotted for nested keys", field="filter")
+        check_payload_key(key, "filter")
         values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
         if not values:
             raise InvalidInput(f"filter on {key!r} lists no values; give at least one or drop the key", "filter")
