@@ -106,7 +106,7 @@ Precision = bool | Literal["auto"]
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 has fast kernels here: a GPU that supports it, or a CPU for which oneDNN has bf16 kernels
     (AVX-512 or AMX). Elsewhere torch emulates bf16, several times slower than fp32 (on an AVX2-only CPU,
-    `rr bench precision` measured 1.1 against 7.5 documents a second)."""
+    `rr bench precision` measured 1.4 against 6.8 documents a second: benchmarks/results/precision_avx2.json)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
