@@ -240,10 +240,11 @@ def _pilot_requests(library: PilotLibrary, vector: np.ndarray, candidates: Seque
     """The searches that give :func:`router.pilots.aggregate` all it reads under the library's rule: every
     Algorithm-1 pilot of the candidate experts and, for the corpus rule, each domain's single nearest corpus pilot
     (the rule takes the max over them, so the other corpus pilots cannot change a score)."""
-    n_query = sum(p.kind == QUERY for p in library.pilots)
+    n_query = int((~library.corpus).sum())  # the library's own arrays: no pass over its pilots per query
     requests = [SearchRequest(vector, max(1, n_query), {"expert": list(candidates), "kind": QUERY})]
     if library.rule == "corpus" and library.corpus_weight > 0:
-        for d in sorted({p.domain for p in library.pilots if p.kind == CORPUS}):
+        for j in np.unique(library.domain_of[library.corpus]):
+            d = library.domains[int(j)]
             requests.append(SearchRequest(vector, 1, {"expert": list(candidates), "kind": CORPUS, "domain": d}))
     return requests
 

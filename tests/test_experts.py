@@ -383,6 +383,8 @@ def test_bf16_auto_follows_the_hardware(tiny_model: Path, monkeypatch: pytest.Mo
     assert resolve_bf16("auto", cpu) is native_bf16(cpu)
     with pytest.raises(InvalidInput, match="true, false or auto"):
         resolve_bf16("sometimes", cpu)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="true, false or auto"):
+        TrainConfig(bf16="sometimes")
     # What oneDNN says of this CPU decides: emulated bf16 runs several times slower than fp32.
     for native in (True, False):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)

@@ -73,6 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
             raise InvalidInput(f"sides must be one of {SIDES}, got {self.sides!r}", field="sides")
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":  # refused before any model is loaded
+            raise InvalidInput(f"bf16 must be true, false or auto, got {self.bf16!r}", field="bf16")
         for name in ("rank", "alpha", "batch_size", "max_epochs"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
