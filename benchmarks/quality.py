@@ -63,21 +63,31 @@ class Bench:
 
     # ---- progress ------------------------------------------------------------------------------------------
     # Where the console is not a terminal (a log file, CI), the bars do not show: a step that took at least this
-    # long gets a line instead, so a long cold run shows where it is.
+    # long gets a line instead, and a step still running after ``log_every_s`` gets a line with its count that
+    # often (a cold base-model pass over ArguAna's corpus runs for many minutes), so a long cold run shows where it is.
     log_after_s = 2.0
+    log_every_s = 60.0
 
     def _progress_factory(self, prog: Progress) -> Callable[[str, int], Callable[[int], None]]:
         def factory(label: str, total: int) -> Callable[[int], None]:
             task = prog.add_task(escape(label), total=total)  # "[base]" in a label is text, not rich markup
             t0 = time.monotonic()
+            last_line = t0
+            done = 0
 
             def advance(n: int) -> None:
+                nonlocal last_line, done
                 prog.advance(task, n)
+                done += n
+                now = time.monotonic()
                 if prog.tasks[prog.task_ids.index(task)].finished:
                     prog.remove_task(task)
-                    took = time.monotonic() - t0
+                    took = now - t0
                     if not self.console.is_terminal and took >= self.log_after_s:
                         self.console.print(f"{escape(label)}: {total} texts in {took:.0f}s")
+                elif not self.console.is_terminal and now - last_line >= self.log_every_s:
+                    last_line = now
+                    self.console.print(f"{escape(label)}: {done}/{total} texts after {now - t0:.0f}s")
 
             return advance
 

@@ -326,11 +326,12 @@ def test_where_no_bar_shows_a_slow_step_gets_a_line(tiny_model: Path, tmp_path: 
 
     from benchmarks.quality import Bench
 
-    def log_of(log_after_s: float) -> str:
+    def log_of(log_after_s: float, log_every_s: float = 60.0) -> str:
         buf = io.StringIO()
         console = Console(file=buf, force_terminal=False, width=200)  # a log file, not a terminal
         bench = Bench(make_settings(tiny_model, tmp_path), console, 30, 1)
         bench.log_after_s = log_after_s
+        bench.log_every_s = log_every_s
         with Progress(console=console, transient=True) as prog:
             advance = bench._progress_factory(prog)("aero docs [base]", 3)
             advance(2)
@@ -339,3 +340,7 @@ def test_where_no_bar_shows_a_slow_step_gets_a_line(tiny_model: Path, tmp_path: 
 
     assert "aero docs [base]: 3 texts in 0s" in log_of(0.0)
     assert "aero docs" not in log_of(60.0)  # a quick (e.g. cached) step stays quiet
+    # a step still running when a line is due says how far it has got, then how long it took in all
+    running = log_of(0.0, log_every_s=0.0)
+    assert "aero docs [base]: 2/3 texts after 0s" in running and "aero docs [base]: 3 texts in 0s" in running
+    assert "2/3" not in log_of(0.0)  # under a minute: no running line
