@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -34,6 +35,10 @@ def create_tenant(rt: Any, name: str) -> str:
     check_name("tenant", name)
     if name == ADMIN:
         raise InvalidInput(f"{ADMIN!r} is reserved", field="name")
+    # Physical collection names are t_{tenant}__{name}: with no "__" in a tenant name and no "_" at its end, the
+    # first "__" after "t_" ends the tenant, so tenant "a" + "b__c" and tenant "a__b" + "c" can never collide.
+    if "__" in name or name.endswith("_"):
+        raise InvalidInput(f"tenant name {name!r} is invalid: it may not contain '__' nor end with '_'", field="name")
     return str(rt.meta.create_tenant(name))
 
 
@@ -46,10 +51,18 @@ def create_collection(rt: Any, tenant: str, name: str, expert: str | None = None
     physical = physical_name(tenant, name)
     if rt.store.collection_exists(physical):
         raise Conflict(f"collection {name!r} exists")
-    info = rt.meta.add_collection(
-        tenant, name, expert, {e: "done" for e in rt.retriever.document_encoders if e != BASE}
-    )
+    # The store collection first, then its record: a failed create leaves neither behind.
     rt.store.create_collection(physical, {e: rt.retriever.encoder.dim for e in rt.retriever.document_encoders})
+    try:
+        info: CollectionInfo = rt.meta.add_collection(
+            tenant, name, expert, {e: "done" for e in rt.retriever.document_encoders if e != BASE}
+        )
+    except Exception:
+        try:
+            rt.store.delete_collection(physical)
+        except Exception:
+            log.warning("could not delete collection %r after its record failed to write", physical, exc_info=True)
+        raise
     return info
 
 
@@ -121,10 +134,13 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
 def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, Any]:
     _check_query(rt, query)
     rt.retriever.refresh()
+    lib = rt.retriever.library
+    rule = lib.rule if lib is not None else None
+    if info is not None and info.pinned_expert:  # as search does: a pinned collection is never routed
+        return {"expert": info.pinned_expert, "rule": rule, "scores": {}, "timings": {}}
     allowed = routable_experts(rt, info) if info is not None else None
     r = rt.retriever.route(query, allowed)
-    lib = rt.retriever.library
-    return {"expert": r.expert, "rule": lib.rule if lib is not None else None, "scores": r.scores, "timings": r.timings}
+    return {"expert": r.expert, "rule": rule, "scores": r.scores, "timings": r.timings}
 
 
 def search(
@@ -257,14 +273,32 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
         rt.queue.submit("score_expert", expert=expert.name, data=data)
     if expert.manifest.encodes_documents:
         for info in rt.meta.list_collections():
+            # The named vector now, not in the backfill: a worker's ingest batch that already encodes with the new
+            # expert must find it (its upsert would be refused otherwise).
+            add_vector(rt, info.physical, expert.name)
             rt.meta.set_backfill(info.tenant, info.name, expert.name, "pending")
             rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=expert.name)
     return {"name": expert.name, "sides": expert.manifest.sides, "domain": expert.manifest.domain}
 
 
+def add_vector(rt: Any, physical: str, expert: str) -> None:
+    """Give a collection the expert's named vector unless it has it (or the collection is gone)."""
+    if not rt.store.collection_exists(physical) or expert in rt.store.vector_names(physical):
+        return
+    with contextlib.suppress(Conflict):  # another process added it meanwhile
+        rt.store.add_vector(physical, expert, rt.retriever.encoder.dim)
+
+
 def remove_expert(rt: Any, name: str) -> None:
-    """Out of routing at once; its named vectors are dropped afterwards by the queue."""
+    """Out of routing at once; its named vectors are dropped afterwards by the queue. Refused (Conflict) while a
+    collection is pinned to it: that collection's searches would fail."""
     r = rt.retriever
+    r.refresh()
+    pinned = [f"{c.tenant}/{c.name}" for c in rt.meta.list_collections() if c.pinned_expert == name]
+    if name in r.manifests and pinned:
+        raise Conflict(
+            f"expert {name!r} is pinned by collection(s) {', '.join(pinned)}; delete those collections first"
+        )
     encodes_docs = name in r.manifests and r.manifests[name].manifest.encodes_documents
     r.unregister(name)
     if encodes_docs:

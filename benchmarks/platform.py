@@ -1,7 +1,8 @@
 """`rr bench platform`: a BEIR collection through the running platform's HTTP API alone, scored like the offline bench.
 
 Creates a collection, sends the corpus through the queue, waits for the job, searches every test query with
-expert "auto", and compares nDCG@10 with router_retriever in benchmarks/results/quality.json.
+expert "auto", and compares nDCG@10 with the offline score of the rule the platform serves (the default mode's
+default_rule in benchmarks/results/quality.json).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`rr bench quality`: train what is missing, score every system on every dataset's test split, in both modes.
 
 Writes benchmarks/results/quality.json and quality.md. Every vector is cached (router.cache), every expert is kept on
-disk, so a rerun only re-scores.
+disk, so a rerun only re-scores. A run over every dataset also writes the served pilot library (each mode's
+pilots.json and pilot_scores.npz in the expert registry); a run with ``only`` writes those under the results folder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from ingest.beir import BeirDataset, discover, load_dataset
 from router.encoders import BASE, TextEncoder
@@ -50,12 +51,28 @@ def _commit() -> str:
         return "unknown"
 
 
+def pilot_files_dir(registry_root: Path, out_dir: Path, only: Sequence[str] | None) -> Path:
+    """Where a run writes pilots.json and pilot_scores.npz: the mode's registry (the library the platform serves)
+    when it covers every dataset; with ``only`` (a subset), ``out_dir/<mode dir>``, so the served library is kept."""
+    return out_dir / registry_root.name if only else registry_root
+
+
 class Bench:
-    def __init__(self, settings: Settings, console: Console, train_budget_s: float, max_epochs: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        console: Console,
+        train_budget_s: float,
+        max_epochs: int,
+        out_dir: Path = RESULTS,
+        only: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.console = console
         self.train_budget_s = train_budget_s
         self.max_epochs = max_epochs
+        self.out_dir = out_dir
+        self.only = only
         self.encoder: TextEncoder = make_encoder(settings)
         self.seconds: dict[str, float] = {}
         # Corpus pilots come from BASE document vectors, the same in every mode: summarised once per dataset.
@@ -189,7 +206,8 @@ class Bench:
                 if ds.name not in self.corpus_pilots:  # the corpus rule's second witness of the domain
                     self.corpus_pilots[ds.name] = corpus_centroids(base_docs[ds.name])
                 ps.corpus[ds.name], ps.corpus_sizes[ds.name] = self.corpus_pilots[ds.name]
-            ps.save(reg.root / "pilot_scores.npz")
+            pilot_dir = pilot_files_dir(reg.root, self.out_dir, self.only)
+            ps.save(pilot_dir / "pilot_scores.npz")
             self._timed(f"pilot_scoring_{mode}", t0)
 
             # Test tables: every encoder on every dataset.
@@ -232,7 +250,12 @@ class Bench:
         default_rule = choose_default_rule(validation, sorted(ps.domains))
         test_check = {d: round(systems[default_rule][d] - systems["router_retriever"][d], 4) for d in [*tables, "avg"]}
         suite.library.rule = SERVABLE[default_rule]  # what the platform serves
-        suite.library.save(reg.root / "pilots.json")
+        suite.library.save(pilot_dir / "pilots.json")
+        if pilot_dir != reg.root:
+            self.console.print(
+                f"--only: wrote this subset's pilots.json and pilot_scores.npz to {pilot_dir}; "
+                f"the served library in {reg.root} is unchanged"
+            )
         matrix = {e: {d: round(mean(t.scores[e]), 4) for d, t in tables.items()} for e in [*names, MULTI_TASK, BASE]}
         routing: dict[str, dict[str, float]] = {}
         routing_served: dict[str, dict[str, float]] = {}
@@ -539,9 +562,15 @@ def run_quality(
 ) -> dict[str, Any]:
     console = console or Console()
     start = time.monotonic()
-    folders = [p for p in discover(data) if not only or p.name in only]
-    datasets = [load_dataset(p, ("train", "test")) for p in folders]
-    bench = Bench(settings, console, train_budget_s, max_epochs)
+    found = discover(data)
+    unknown = sorted(set(only or []) - {p.name for p in found})
+    if unknown:  # before anything is trained or written
+        raise NotFound(
+            f"--only: no collection named {', '.join(unknown)} under {data} (there: {', '.join(p.name for p in found)})"
+        )
+    folders = [p for p in found if not only or p.name in only]
+    datasets = [load_dataset(p, ("train", "test"), optional=("train",)) for p in folders]
+    bench = Bench(settings, console, train_budget_s, max_epochs, out_dir, only)
     out: dict[str, Any] = {"datasets": [d.name for d in datasets], "default_mode": "query", "modes": {}}
     for mode in modes:
         out["modes"][mode] = bench.run_mode(mode, datasets)

@@ -140,10 +140,7 @@ def experts_train(
         reg = registry_for(s, sides)
         if name in reg.names() and not replace:
             _fail(RRError(f"expert {name!r} exists in {reg.root}; pass --replace to retrain it"))
-        ds = load_dataset(data, ("train",))
-        enc = make_encoder(s)
-        docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document")}
-        cfg = _train_config(
+        cfg = _train_config(  # every option is checked before the corpus is read and encoded
             sides,
             budget,
             max_epochs,
@@ -153,6 +150,9 @@ def experts_train(
             hard_negatives=hard_negatives,
             pseudo_context=pseudo_context,
         )
+        ds = load_dataset(data, ("train",))  # no train split: an error naming the splits the folder has
+        enc = make_encoder(s)
+        docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document")}
         tmp = reg.root / f".{name}.tmp"
         with _training_display() as display:
             res = train_expert(
@@ -170,7 +170,10 @@ def experts_train(
         shutil.rmtree(tmp, ignore_errors=True)
         _report_stop(res.manifest)
         console.print(f"registered {expert.name!r} at {expert.path}: {res.manifest.scores}")
-        console.print("rebuild the pilot library with `rr bench quality` (or `rr pilots build`) to route to it")
+        console.print(
+            f"to route to it, rebuild the pilot library with `rr bench quality --modes {sides}` (it routes to the "
+            "experts named after a collection under its --data)"
+        )
     except RRError as e:
         _fail(e)
 
@@ -202,7 +205,7 @@ def experts_train_multi_task(
         missing = sorted(set(names or []) - {p.name for p in folders})
         if missing:
             _fail(RRError(f"no collection named {', '.join(missing)} under {data}"))
-        loaded = [load_dataset(p, ("train",)) for p in folders]
+        loaded = [load_dataset(p, ("train",), optional=("train",)) for p in folders]
         untrained = [d.name for d in loaded if "train" not in d.qrels]
         if names and untrained:  # asked for by name: not silently left out
             _fail(RRError(f"{', '.join(untrained)} under {data} has no train split (qrels/train.tsv)"))
@@ -220,10 +223,13 @@ def experts_train_multi_task(
 def experts_list(sides: Mode = "query") -> None:
     from router.workbench import registry_for
 
-    reg = registry_for(get_settings(), sides)
-    for e in reg.all():
-        m = e.manifest
-        console.print(f"{m.name}\tdomain={m.domain}\tsides={m.sides}\tr={m.rank}\tscores={m.scores}\t{e.path}")
+    try:
+        experts = registry_for(get_settings(), sides).all()
+    except RRError as err:
+        _fail(err)
+    for x in experts:
+        m = x.manifest
+        console.print(f"{m.name}\tdomain={m.domain}\tsides={m.sides}\tr={m.rank}\tscores={m.scores}\t{x.path}")
 
 
 @experts_app.command("remove")
@@ -293,10 +299,18 @@ def eval_(
 def bench_quality(
     data: Annotated[Path, typer.Option(help="Folder of BEIR collections.")] = Path("../shared/data/beir"),
     modes: Annotated[str, typer.Option(help="Comma-separated: query,query+document")] = "query,query+document",
-    only: Annotated[str | None, typer.Option(help="Comma-separated dataset names.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated dataset names; such a run writes its pilots under --out, not the served library."
+        ),
+    ] = None,
     budget: Annotated[float, typer.Option(help="Training time budget per expert, seconds.")] = 420.0,
     max_epochs: Annotated[int, typer.Option()] = 15,
-    out: Annotated[Path | None, typer.Option(help="Results folder (default benchmarks/results).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Results folder (default benchmarks/results; with --only, benchmarks/results/subset)."),
+    ] = None,
 ) -> None:
     """Table 1 on the data at hand: every system, every dataset, both expert modes."""
     from benchmarks.quality import RESULTS, run_quality
@@ -306,10 +320,10 @@ def bench_quality(
             get_settings(),
             data,
             [m.strip() for m in modes.split(",") if m.strip()],
-            [o.strip() for o in only.split(",")] if only else None,
+            [o.strip() for o in only.split(",") if o.strip()] if only else None,
             budget,
             max_epochs,
-            out or RESULTS,
+            out or (RESULTS / "subset" if only else RESULTS),  # a subset never replaces the full table
             console=console,
         )
     except RRError as e:
@@ -342,7 +356,8 @@ def bench_platform(
 
     base, headers = _api(url, key)
     try:
-        run_platform_check(base, headers["Authorization"].split(" ", 1)[1], data, collection, console)
+        with _reaching(base):
+            run_platform_check(base, headers["Authorization"].split(" ", 1)[1], data, collection, console)
     except RRError as e:
         _fail(e)
 
@@ -393,6 +408,24 @@ def _check(resp: object) -> dict:  # type: ignore[type-arg]
     return out
 
 
+@contextmanager
+def _reaching(base: str) -> Iterator[None]:
+    """An HTTP failure (nothing listening at the URL, a timeout, a dropped connection) ends the command with one line
+    naming the URL, not a traceback."""
+    import httpx
+
+    try:
+        yield
+    except httpx.HTTPError as e:
+        try:
+            where = str(e.request.url)
+        except RuntimeError:  # an error raised without its request
+            where = base
+        if isinstance(e, httpx.TransportError):
+            _fail(RRError(f"could not reach {where} ({str(e) or type(e).__name__}); is the platform running there?"))
+        _fail(RRError(f"{where}: {type(e).__name__}: {e}"))
+
+
 @app.command()
 def serve(
     data: Annotated[Path | None, typer.Option(help="Folder of BEIR collections to ingest as collections.")] = None,
@@ -400,6 +433,15 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default RR_PORT or 8000.")] = None,
 ) -> None:
     """The embedded platform in one process: API, in-process worker, embedded Qdrant, shipped experts."""
+    from ingest.beir import discover
+
+    folders: list[Path] = []
+    if data is not None:
+        try:
+            folders = discover(data)  # a wrong --data fails here, before anything is loaded or served
+        except RRError as e:
+            _fail(e)
+
     import threading
 
     import uvicorn
@@ -415,31 +457,35 @@ def serve(
     console.print(f"admin key: {key_path or 'RR_ADMIN_KEY'}")
     console.print(f"API: http://{host}:{port}  docs: http://{host}:{port}/docs  redoc: http://{host}:{port}/redoc")
     console.print(f"dashboard: http://{host}:{port}/dashboard  metrics: http://{host}:{port}/metrics")
-    if data is not None:
-        threading.Thread(target=_ingest_folder_in_process, args=(rt, data), daemon=True).start()
+    if folders:
+        threading.Thread(target=_ingest_folders_in_process, args=(rt, folders), daemon=True).start()
     uvicorn.run(create_app(rt), host=host, port=port, log_level="info")
 
 
-def _ingest_folder_in_process(rt: object, root: Path) -> None:
-    """Queue every BEIR collection under ``root`` into a collection of the admin's (the demo's data)."""
+def _ingest_folders_in_process(rt: object, folders: list[Path]) -> None:
+    """Queue each BEIR collection folder into a collection of the admin's (the demo's data). A folder that cannot be
+    read is reported and left out; the server keeps serving."""
     from api import service
     from core.errors import Conflict
-    from ingest.beir import discover, iter_corpus
+    from ingest.beir import iter_corpus
     from ingest.pipeline import batched, partition_valid
     from store.meta import ADMIN
 
-    for folder in discover(root):
+    for folder in folders:
         try:
-            service.create_collection(rt, ADMIN, folder.name)
-        except Conflict:
-            console.print(f"collection {folder.name!r} exists; re-sending its documents updates them in place")
-        raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(folder)]
-        docs, bad = partition_valid(raw)
-        for doc_id, reason in bad:
-            console.print(f"[yellow]skipped[/] {folder.name}/{doc_id}: {reason}")
-        for chunk in batched(docs, get_settings().max_batch_documents):
-            service.submit_documents(rt, ADMIN, folder.name, chunk)
-        console.print(f"queued {len(docs)} documents of {folder.name!r} ({len(bad)} skipped)")
+            try:
+                service.create_collection(rt, ADMIN, folder.name)
+            except Conflict:
+                console.print(f"collection {folder.name!r} exists; re-sending its documents updates them in place")
+            raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(folder)]
+            docs, bad = partition_valid(raw)
+            for doc_id, reason in bad:
+                console.print(f"[yellow]skipped[/] {folder.name}/{doc_id}: {reason}")
+            for chunk in batched(docs, get_settings().max_batch_documents):
+                service.submit_documents(rt, ADMIN, folder.name, chunk)
+            console.print(f"queued {len(docs)} documents of {folder.name!r} ({len(bad)} skipped)")
+        except RRError as e:
+            console.print(f"[red]error:[/] {folder.name} not ingested: {e}")
 
 
 @app.command()
@@ -469,23 +515,17 @@ def worker(
 
 
 def _read_documents(path: Path) -> list[dict]:  # type: ignore[type-arg]
-    import json
-
-    from ingest.beir import iter_corpus
+    """A BEIR folder's corpus, or a .jsonl[.gz] of document objects; a file that cannot be read raises RRError
+    (a DataFormatError naming the file and line)."""
+    from ingest.beir import iter_corpus, iter_jsonl
 
     if path.is_dir():
         return [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(path)]
     out = []
-    with path.open() as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    _fail(RRError(f"{path}:{n}: not valid JSON ({e.msg})"))
-                if "_id" in obj and "id" not in obj:
-                    obj["id"] = obj.pop("_id")
-                out.append(obj)
+    for _, obj in iter_jsonl(path):
+        if "_id" in obj and "id" not in obj:
+            obj["id"] = obj.pop("_id")
+        out.append(obj)
     return out
 
 
@@ -495,7 +535,7 @@ def ingest(
     collection: Annotated[str, typer.Option(help="Target collection (created if missing).")],
     url: Annotated[str | None, typer.Option()] = None,
     key: Annotated[str | None, typer.Option()] = None,
-    batch: Annotated[int, typer.Option(help="Documents per request.")] = 500,
+    batch: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 500,
     wait: Annotated[bool, typer.Option(help="Wait until the queue has stored everything.")] = True,
     skip_invalid: Annotated[bool, typer.Option(help="Skip (and list) documents the API would reject.")] = False,
 ) -> None:
@@ -510,13 +550,16 @@ def ingest(
         _fail(RRError(f"{source}: no such file or folder"))
     from ingest.pipeline import partition_valid
 
-    docs, bad = partition_valid(_read_documents(source))
+    try:
+        docs, bad = partition_valid(_read_documents(source))
+    except RRError as e:
+        _fail(e)
     if bad and not skip_invalid:
         listing = "; ".join(f"{i}: {r}" for i, r in bad[:5])
         _fail(RRError(f"{len(bad)} documents would be rejected ({listing}); fix them or pass --skip-invalid"))
     for doc_id, reason in bad:
         console.print(f"[yellow]skipped[/] {doc_id}: {reason}")
-    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+    with _reaching(base), httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         r = client.get(f"/collections/{collection}")
         if r.status_code == 404:
             _check(client.post("/collections", json={"name": collection}))
@@ -559,7 +602,9 @@ def search(
 
     base, headers = _api(url, key)
     body = {"query": query, "top_k": top_k, "expert": expert}
-    res = _check(httpx.post(f"{base}/collections/{collection}/search", json=body, headers=headers, timeout=60))
+    with _reaching(base):
+        resp = httpx.post(f"{base}/collections/{collection}/search", json=body, headers=headers, timeout=60)
+    res = _check(resp)
     console.print(f"expert: [bold]{res['route']['expert']}[/]  timings: {res['timings']}")
     for h in res["results"]:
         console.print(f"{h['score']:.4f}  {h['id']}  {h['title'][:80]}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from core.errors import DataFormatError, NotFound
 
@@ -44,27 +44,37 @@ def _find(folder: Path, stem: str) -> Path:
     raise NotFound(f"{folder}: no {stem}.jsonl or {stem}.jsonl.gz (is this a BEIR collection folder?)")
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with _open_text(path) as fh:
+def _iter_lines(path: Path) -> Generator[tuple[int, str]]:
+    """The file's lines with their numbers (from 1), each decoded as UTF-8 on its own, so that a bad byte is
+    reported with its line; a file that cannot be read (a truncated gzip) is a :class:`DataFormatError` too."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
         try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
+            for lineno, raw in enumerate(fh, start=1):
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataFormatError(str(path), lineno, None, f"not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataFormatError(str(path), lineno, None, "a line must hold a JSON object")
-                yield lineno, obj
-        except (OSError, EOFError, UnicodeDecodeError) as e:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(
+                        str(path), lineno, None, f"not valid UTF-8 (byte {e.start + 1} of the line: {e.reason})"
+                    ) from None
+                yield lineno, line
+        except (OSError, EOFError) as e:
             raise DataFormatError(str(path), None, None, f"cannot be read: {e}") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each JSON object of a .jsonl (or .jsonl.gz) file with its line number; blank lines are skipped, anything
+    else (bad JSON, a line that is not an object, bytes that are not UTF-8) is a :class:`DataFormatError`."""
+    with closing(_iter_lines(path)) as lines:
+        for lineno, line in lines:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(str(path), lineno, None, f"not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataFormatError(str(path), lineno, None, "a line must hold a JSON object")
+            yield lineno, obj
 
 
 def _str_field(path: Path, lineno: int, obj: dict[str, Any], name: str, required: bool) -> str:
@@ -86,7 +96,7 @@ def iter_corpus(folder: str | Path) -> Iterator[Document]:
     """Stream the corpus; duplicate ids are an error (a search index keys on them)."""
     path = _find(Path(folder), "corpus")
     seen: set[str] = set()
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         doc_id = _str_field(path, lineno, obj, "_id", True)
         if doc_id in seen:
             raise DataFormatError(str(path), lineno, "_id", f"duplicate document id {doc_id!r}")
@@ -104,7 +114,7 @@ def iter_corpus(folder: str | Path) -> Iterator[Document]:
 def load_queries(folder: str | Path) -> dict[str, str]:
     path = _find(Path(folder), "queries")
     out: dict[str, str] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         qid = _str_field(path, lineno, obj, "_id", True)
         if qid in out:
             raise DataFormatError(str(path), lineno, "_id", f"duplicate query id {qid!r}")
@@ -123,25 +133,34 @@ def load_qrels(folder: str | Path, split: str) -> Qrels:
         have = ", ".join(available_splits(folder)) or "none"
         raise NotFound(f"{path}: no qrels for split {split!r} (splits here: {have})")
     qrels: Qrels = {}
-    with path.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        for lineno, row in enumerate(reader, start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(row) < 3:
-                raise DataFormatError(str(path), lineno, None, f"expected 3 tab-separated columns, got {len(row)}")
-            qid, did, score = row[0].strip(), row[1].strip(), row[2].strip()
-            if not qid:
-                raise DataFormatError(str(path), lineno, "query-id", "empty")
-            if not did:
-                raise DataFormatError(str(path), lineno, "corpus-id", "empty")
-            try:
-                grade = int(float(score))
-            except ValueError:
-                raise DataFormatError(str(path), lineno, "score", f"not a number: {score!r}") from None
-            qrels.setdefault(qid, {})[did] = grade
+    header_checked = False
+    with closing(_iter_lines(path)) as lines:
+        # QUOTE_NONE: a '"' is data, so a field that starts with one cannot run on into the next line; every row is
+        # one line, and reader.line_num is its line number in the file.
+        reader = csv.reader((line for _, line in lines), delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                if not row or not "".join(row).strip():
+                    continue
+                if not header_checked:  # the header, if any, is the first row that is not blank
+                    header_checked = True
+                    if row[0].strip().lower() in ("query-id", "query_id", "qid"):
+                        continue
+                if len(row) < 3:
+                    raise DataFormatError(str(path), lineno, None, f"expected 3 tab-separated columns, got {len(row)}")
+                qid, did, score = row[0].strip(), row[1].strip(), row[2].strip()
+                if not qid:
+                    raise DataFormatError(str(path), lineno, "query-id", "empty")
+                if not did:
+                    raise DataFormatError(str(path), lineno, "corpus-id", "empty")
+                try:
+                    grade = int(float(score))
+                except (ValueError, OverflowError):  # 'high'; 'nan' and 'inf' have no integer grade
+                    raise DataFormatError(str(path), lineno, "score", f"not a finite number: {score!r}") from None
+                qrels.setdefault(qid, {})[did] = grade
+        except csv.Error as e:
+            raise DataFormatError(str(path), reader.line_num, None, f"not a tab-separated line ({e})") from None
     return qrels
 
 
@@ -169,13 +188,21 @@ class BeirDataset:
         return {q: self.queries[q] for q in qrels}
 
 
-def load_dataset(folder: str | Path, splits: tuple[str, ...] = ("train", "test")) -> BeirDataset:
+def load_dataset(
+    folder: str | Path, splits: tuple[str, ...] = ("train", "test"), optional: tuple[str, ...] = ()
+) -> BeirDataset:
+    """The collection with the qrels of ``splits``. A split the folder has no qrels for is a :class:`NotFound` naming
+    it and the splits there (checked before the corpus is read), unless it is in ``optional``: such a split is left
+    out of ``qrels`` (a caller going over many collections, some without a train split)."""
     path = Path(folder)
     if not path.is_dir():
         raise NotFound(f"{path}: no such collection folder")
+    for stem in ("corpus", "queries"):  # not a collection at all: say that before naming a missing split
+        _find(path, stem)
+    have = available_splits(path)
+    qrels = {s: load_qrels(path, s) for s in splits if s in have or s not in optional}
     corpus = list(iter_corpus(path))
     queries = load_queries(path)
-    qrels = {s: load_qrels(path, s) for s in splits if s in available_splits(path) or s == "test"}
     return BeirDataset(path.name, path, corpus, queries, qrels)
 
 

@@ -56,8 +56,29 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
         meta = d.get("metadata") or {}
         if not isinstance(meta, Mapping):
             raise InvalidInput(f"{where}.metadata must be an object", field=f"{where}.metadata")
+        _check_metadata(where, doc_id, meta)
         out.append(Document(doc_id, title.strip(), text.strip(), dict(meta)))
     return out
+
+
+def _check_metadata(where: str, doc_id: str, meta: Mapping[str, Any]) -> None:
+    """Metadata is stored as payload: refuse here what the store's payload check would refuse in the worker, such as
+    NaN (Python's json reads it), so the API answers 400 and nothing is queued."""
+    from store._checks import first_non_json
+
+    bad = first_non_json(dict(meta))
+    if bad is None:
+        return
+    path, value = bad
+    field = f"{where}.metadata.{path}" if path else f"{where}.metadata"
+    if isinstance(value, float):
+        problem = f"is {value!r}: NaN and infinity are not JSON numbers; send a finite number or null"
+    else:
+        problem = (
+            f"holds {value!r}: metadata must be plain JSON (string keys; strings, numbers, booleans, null, lists, "
+            "objects)"
+        )
+    raise InvalidInput(f"{field} of document {doc_id!r} {problem}", field=field)
 
 
 def partition_valid(raw: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[tuple[str, str]]]:
@@ -131,6 +152,23 @@ def index_documents(
         timings[name] = time.perf_counter() - t0
     points = [PointIn(d.id, {n: vectors[n][i] for n in names}, document_payload(d, tenant)) for i, d in enumerate(docs)]
     store.upsert(physical, points)
+    return timings
+
+
+def update_documents(
+    retriever: Any, store: Any, physical: str, docs: Sequence[Document], encoders: Sequence[str]
+) -> dict[str, float]:
+    """Encode stored documents with some encoders and set just those named vectors; returns seconds per encoder."""
+    texts = [d.full_text for d in docs]
+    timings: dict[str, float] = {}
+    updates: dict[str, dict[str, Any]] = {d.id: {} for d in docs}
+    for name in encoders:
+        t0 = time.perf_counter()
+        vecs = retriever.encode_documents(texts, [name])[name]
+        timings[name] = time.perf_counter() - t0
+        for i, d in enumerate(docs):
+            updates[d.id][name] = vecs[i]
+    store.update_vectors(physical, updates)
     return timings
 
 

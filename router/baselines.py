@@ -64,7 +64,10 @@ class ExpertClassifierRouter:
 
     def choose(self, queries: np.ndarray) -> list[str]:
         probs = np.stack(
-            [m.predict_proba(queries)[:, 1] if m is not None else np.zeros(len(queries)) for m in self.models],
+            [
+                m.predict_proba(queries)[:, 1] if m is not None else np.full(len(queries), self.constant[i])
+                for i, m in enumerate(self.models)
+            ],
             axis=1,
         )
         return [self.experts[i] for i in probs.argmax(axis=1)]

@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from ingest.beir import load_dataset
 from router.encoders import BASE
 from router.evaluation import Run
 from router.pilots import PilotLibrary, PilotScores
-from router.systems import DatasetTables, SystemSuite
+from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite
 from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for
 
 
+def check_system(system: str, experts: Sequence[str]) -> None:
+    """A system of Table 1 (router.systems), or ``expert:NAME`` with NAME a registered expert; otherwise an
+    InvalidInput listing the valid names (before anything is read or encoded)."""
+    if system in (*PAPER_SYSTEMS, *EXTRA_SYSTEMS):
+        return
+    have = ", ".join(experts) or "none registered"
+    if system.startswith("expert:"):
+        name = system.split(":", 1)[1]
+        if name not in experts:
+            raise InvalidInput(f"unknown expert {name!r} in {system!r} (experts: {have})", field="system")
+        return
+    raise InvalidInput(
+        f"unknown system {system!r}; choose one of {', '.join((*PAPER_SYSTEMS, *EXTRA_SYSTEMS))}, "
+        f"or expert:NAME (experts: {have})",
+        field="system",
+    )
+
+
 def evaluate_system(settings: Settings, data: Path, system: str, mode: str, split: str, console: Console) -> float:
-    ds = load_dataset(data, (split,))
-    enc = make_encoder(settings)
     reg = registry_for(settings, mode)
     experts = reg.all()
+    check_system(system, [x.name for x in experts])
+    ds = load_dataset(data, (split,))  # a split the folder lacks: an error naming the splits it has
+    enc = make_encoder(settings)
     for e in experts:
         enc.add_expert(e.name, e.path, e.manifest.base_fingerprint)
     names = sorted(x.name for x in experts)

@@ -73,9 +73,13 @@ class Manifest:
         if not path.is_file():
             raise NotFound(f"{directory}: no {MANIFEST}; is this an expert directory?")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"{path}: not valid UTF-8 ({e.reason})") from None
         except json.JSONDecodeError as e:
             raise InvalidInput(f"{path}: not valid JSON ({e.msg})") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path}: a manifest is a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -83,7 +87,12 @@ class Manifest:
         missing = [n for n in ("name", "domain", "base_model", "base_fingerprint") if n not in data]
         if missing:
             raise InvalidInput(f"{path}: missing fields {missing}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except InvalidInput as e:
+            raise InvalidInput(f"{path}: {e}", field=e.field) from None
+        except TypeError as e:  # a field of the wrong type, e.g. a rank that is a string
+            raise InvalidInput(f"{path}: a field has the wrong type ({e})") from None
 
 
 @dataclass(frozen=True)

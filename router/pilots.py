@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InvalidInput, NotFound
+from core.errors import DataFormatError, InvalidInput, NotFound
 
 RULES = ("mean", "nearest", "topk", "weighted", "domain", "corpus")
 BASE = "base"  # the base model, no expert: where a query goes when a rule can choose no expert
@@ -447,5 +447,18 @@ class PilotLibrary:
     def load(cls, path: str | Path) -> PilotLibrary:
         p = Path(path)
         if not p.is_file():
-            raise NotFound(f"{p}: no pilot library; build it with `rr pilots build`")
-        return cls.from_json(json.loads(p.read_text()))
+            raise NotFound(f"{p}: no pilot library; build it with `rr bench quality` (it trains what is missing)")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataFormatError(str(p), None, None, f"not valid UTF-8 ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise DataFormatError(str(p), e.lineno, None, f"not valid JSON ({e.msg})") from None
+        if not isinstance(data, dict):
+            raise DataFormatError(str(p), None, None, "a pilot library is a JSON object")
+        try:
+            return cls.from_json(data)
+        except InvalidInput as e:
+            raise InvalidInput(f"{p}: {e}", field=e.field) from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataFormatError(str(p), None, None, f"not a pilot library ({type(e).__name__}: {e})") from None

@@ -126,16 +126,30 @@ def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
     return out
 
 
-def _is_json(value: Any) -> bool:
+def first_non_json(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """Where ``value`` stops being the plain JSON a payload must be: (the dotted path, with [i] for list items, and
+    the offending value or key), or None when it is all plain JSON. NaN and infinity are not JSON numbers."""
     if value is None or isinstance(value, str | bool | int):
-        return True
+        return None
     if isinstance(value, float):
-        return math.isfinite(value)
+        return None if math.isfinite(value) else (path, value)
     if isinstance(value, list | tuple):
-        return all(_is_json(v) for v in value)
+        for i, v in enumerate(value):
+            if (bad := first_non_json(v, f"{path}[{i}]")) is not None:
+                return bad
+        return None
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
-    return False
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return path, k
+            if (bad := first_non_json(v, f"{path}.{k}" if path else k)) is not None:
+                return bad
+        return None
+    return path, value
+
+
+def _is_json(value: Any) -> bool:
+    return first_non_json(value) is None
 
 
 def check_payload(doc_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,3 +73,75 @@ def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
     (d / "queries.jsonl.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataFormatError, match="cannot be read"):
         load_queries(d)
+
+
+def _qrels(tmp_path: Path, text: str | bytes) -> Path:
+    d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})])
+    path = d / "qrels" / "test.tsv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return d
+
+
+def test_a_quote_in_qrels_is_data_and_does_not_swallow_the_next_line(tmp_path: Path) -> None:
+    d = _qrels(tmp_path, 'query-id\tcorpus-id\tscore\n"q1\td1\t1\nq2\td2\t2\n')
+    assert load_qrels(d, "test") == {'"q1': {"d1": 1}, "q2": {"d2": 2}}
+
+
+def test_qrels_errors_name_the_real_line(tmp_path: Path) -> None:
+    # a quote on line 2 (once read as the start of a field running on to line 3) and a bad score on line 4
+    d = _qrels(tmp_path, 'query-id\tcorpus-id\tscore\n"q1\td1\t1\nq2\td2\t1\nq3\td3\thigh\n')
+    with pytest.raises(DataFormatError) as err:
+        load_qrels(d, "test")
+    assert err.value.line == 4 and "test.tsv:4" in str(err.value) and err.value.field == "score"
+
+
+@pytest.mark.parametrize("score", ["inf", "-inf", "nan", "1e999"])
+def test_a_score_with_no_integer_grade_is_a_clear_error(tmp_path: Path, score: str) -> None:
+    d = _qrels(tmp_path, f"query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t{score}\n")
+    with pytest.raises(DataFormatError) as err:
+        load_qrels(d, "test")
+    assert err.value.line == 3 and err.value.field == "score" and "test.tsv:3" in str(err.value)
+    assert repr(score) in str(err.value)
+
+
+def test_the_qrels_header_is_found_after_blank_lines(tmp_path: Path) -> None:
+    d = _qrels(tmp_path, "\n\nquery-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    assert load_qrels(d, "test") == {"q1": {"d1": 1}}
+    d2 = _qrels(tmp_path / "x", "\nq1\td1\t1\n")  # no header: the first row is data
+    assert load_qrels(d2, "test") == {"q1": {"d1": 1}}
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
+    d = _qrels(tmp_path, b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq\xff2\td1\t1\n")
+    with pytest.raises(DataFormatError) as err:
+        load_qrels(d, "test")
+    assert "test.tsv:3" in str(err.value) and "UTF-8" in str(err.value)
+
+    c = _collection(tmp_path / "c2", [json.dumps({"_id": "d1", "text": "ok"})])
+    (c / "corpus.jsonl").write_bytes(b'{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError) as err:
+        list(iter_corpus(c))
+    assert "corpus.jsonl:2" in str(err.value) and "UTF-8" in str(err.value)
+
+    with gzip.open(c / "queries.jsonl.gz", "wb") as fh:
+        fh.write(b'{"_id": "q1", "text": "\xc3("}\n')
+    (c / "queries.jsonl").unlink()
+    with pytest.raises(DataFormatError) as err:
+        load_queries(c)
+    assert "queries.jsonl.gz:1" in str(err.value) and "UTF-8" in str(err.value)
+
+
+def test_a_requested_split_that_is_missing_is_an_error_unless_optional(tmp_path: Path, beir_root: Path) -> None:
+    import shutil
+
+    d = tmp_path / "bio"
+    shutil.copytree(beir_root / "bio", d)
+    (d / "qrels" / "train.tsv").unlink()
+    with pytest.raises(NotFound) as err:
+        load_dataset(d, ("train",))
+    assert "split 'train'" in str(err.value) and "splits here: test" in str(err.value)
+    with pytest.raises(NotFound, match="split 'train'"):
+        load_dataset(d)  # train and test, both needed
+    assert set(load_dataset(d, ("train", "test"), optional=("train",)).qrels) == {"test"}
+    with pytest.raises(NotFound, match=r"no corpus\.jsonl"):  # not a collection: said before any split
+        load_dataset(tmp_path, ("train",))

@@ -70,3 +70,10 @@ def test_compose_has_flower_from_the_app_image() -> None:
     assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])  # not on every interface
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"flower>=' in pyproject
+
+
+def test_qdrant_listens_on_the_loopback_only() -> None:
+    """No API key is set on the compose Qdrant: its port must not be published on every interface (read without
+    docker-compose, so this holds where it is not installed)."""
+    qdrant = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["qdrant"]
+    assert qdrant["ports"] and all(str(p).startswith("127.0.0.1:") for p in qdrant["ports"]), qdrant["ports"]

@@ -174,6 +174,31 @@ def test_persistence_round_trip(scores: PilotScores, tmp_path: Path) -> None:
     assert lib2.route(q)[0].expert == lib.route(q)[0].expert
 
 
+def test_a_malformed_pilot_library_is_an_error_naming_the_file(scores: PilotScores, tmp_path: Path) -> None:
+    from core.errors import DataFormatError
+
+    path = tmp_path / "pilots.json"
+    path.write_text('{"experts": ["A"], "pilots": [')
+    with pytest.raises(DataFormatError, match="not valid JSON") as err:
+        PilotLibrary.load(path)
+    assert str(path) in str(err.value)
+    for body, want in (("[1, 2]", "JSON object"), ('{"experts": ["A"]}', "not a pilot library")):
+        path.write_text(body)
+        with pytest.raises(DataFormatError, match=want) as err:
+            PilotLibrary.load(path)
+        assert str(path) in str(err.value)
+    path.write_bytes(b'{"rule": "\xff"}')
+    with pytest.raises(DataFormatError, match="UTF-8"):
+        PilotLibrary.load(path)
+    good = scores.build().to_json()
+    path.write_text(json.dumps({**good, "rule": "vote"}))
+    with pytest.raises(InvalidInput, match="unknown routing rule") as bad_rule:
+        PilotLibrary.load(path)
+    assert str(path) in str(bad_rule.value)
+    with pytest.raises(NotFound, match="rr bench quality"):
+        PilotLibrary.load(tmp_path / "none.json")
+
+
 def test_bad_inputs(scores: PilotScores) -> None:
     with pytest.raises(InvalidInput, match="expected 4 scores"):
         scores.set_scores("d1", "A", [1.0])

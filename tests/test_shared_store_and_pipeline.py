@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +48,23 @@ def test_validate_documents_rejects_the_whole_batch() -> None:
     assert err.value.field == "documents[1].id"
     with pytest.raises(InvalidInput, match="metadata must be an object"):
         validate_documents([{"id": "a", "text": "x", "metadata": [1]}], 10)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"x": float("nan")}, "documents[1].metadata.x"),
+        ({"x": float("inf")}, "documents[1].metadata.x"),
+        ({"a": {"b": [1, -float("inf")]}}, "documents[1].metadata.a.b[1]"),
+        (json.loads('{"score": NaN}'), "documents[1].metadata.score"),  # what Python's json makes of a request
+    ],
+)
+def test_validate_documents_rejects_non_finite_metadata(metadata: dict[str, Any], field: str) -> None:
+    docs: list[dict[str, Any]] = [
+        {"id": "ok", "text": "x", "metadata": {"n": 1.5, "tags": ["a"], "none": None}},
+        {"id": "d2", "text": "y", "metadata": metadata},
+    ]
+    with pytest.raises(InvalidInput, match="NaN and infinity") as err:
+        validate_documents(docs, 10)
+    assert err.value.field == field and "'d2'" in str(err.value)
+    assert [d.id for d in validate_documents(docs[:1], 10)] == ["ok"]  # finite numbers, lists, null are fine

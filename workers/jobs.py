@@ -7,7 +7,8 @@ from typing import Any
 
 from core import metrics
 from core.errors import NotFound
-from ingest.pipeline import backfill_vector, index_documents, validate_documents
+from ingest.pipeline import backfill_vector, index_documents, update_documents, validate_documents
+from router.pilots import BASE
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,14 @@ def run_ingest_batch(
     info = rt.meta.get_collection(tenant, collection)
     rt.meta.set_batch(job_id, batch, "running", 0, len(docs), [])
     rt.retriever.refresh()
-    encoders = [e for e in rt.retriever.document_encoders if info.backfill.get(e, "done") != "dropping"]
+    encoders = _encoders(rt, info)
     timings = index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+    # An expert registered meanwhile may have added its named vector after the encoders were chosen, and its
+    # backfill may already have passed these documents: give them that vector now, so none is left without it.
+    rt.retriever.refresh()
+    late = [e for e in _encoders(rt, rt.meta.get_collection(tenant, collection)) if e not in encoders]
+    if late:
+        timings |= update_documents(rt.retriever, rt.store, info.physical, docs, late)
     rt.meta.set_batch(job_id, batch, "done", len(docs), len(docs), [])
     metrics.observe_ingest(len(docs), timings)
     try:
@@ -32,6 +39,16 @@ def run_ingest_batch(
     except Exception:  # the batch is stored; a missing event must not make the task fail and retry
         log.warning("could not record an ingestion event", exc_info=True)
     return len(docs)
+
+
+def _encoders(rt: Any, info: Any) -> list[str]:
+    """The document encoders a batch is written with: those whose named vector the collection has, not dropping."""
+    have = rt.store.vector_names(info.physical)
+    return [
+        e
+        for e in rt.retriever.document_encoders
+        if (e == BASE or e in have) and info.backfill.get(e, "done") != "dropping"
+    ]
 
 
 def fail_batch(rt: Any, job_id: str, batch: int, documents: list[dict[str, Any]], reason: str) -> None:

@@ -44,7 +44,11 @@ def backfill(self: Any, tenant: str, collection: str, expert: str) -> int:
     rt = get_runtime()
     try:
         return run_backfill(rt, tenant, collection, expert)
-    except StoreError:
+    except StoreError as e:
+        if self.request.retries >= self.max_retries:  # as ingest_batch: record it, or it stays "running" forever
+            count_error(type(e).__name__, "worker")
+            rt.meta.set_backfill(tenant, collection, expert, "failed")
+            return 0
         raise
     except Exception as e:
         count_error(type(e).__name__, "worker")

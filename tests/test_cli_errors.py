@@ -1,0 +1,174 @@
+"""The CLI's refusals: each is one `error:` line and exit status 2, raised before any model is loaded or anything is
+encoded, sent or written (no model, no platform: the encoder and the server are replaced by ones that fail)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cli.main import app
+from core.settings import get_settings
+
+runner = CliRunner()
+
+
+def _no_encoder(*_: object, **__: object) -> None:
+    raise AssertionError("an encoder was made: the check should have come first")
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Settings in tmp_path, a base model that does not exist, and no way to make an encoder."""
+    for k, v in {
+        "RR_BASE_MODEL": str(tmp_path / "no-model"),
+        "RR_EXPERTS_DIR": str(tmp_path / "experts"),
+        "RR_CACHE_DIR": str(tmp_path / "cache"),
+        "RR_DATA_DIR": str(tmp_path / "data"),
+        "RR_BF16": "false",
+    }.items():
+        monkeypatch.setenv(k, v)
+    import benchmarks.quality
+    import router.evaluate
+    import router.workbench
+
+    for module in (router.workbench, router.evaluate, benchmarks.quality):
+        monkeypatch.setattr(module, "make_encoder", _no_encoder)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _refused(res: Result, *needles: str) -> None:
+    """Exit 2 with an error line (no traceback) holding every needle; compared without whitespace, since the console
+    wraps long lines (and long paths) at its width."""
+    flat = "".join(res.output.split())
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert isinstance(res.exception, SystemExit), res.exception
+    assert "error:" in flat, res.output
+    for n in needles:
+        assert "".join(n.split()) in flat, (n, res.output)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _without_train(beir_root: Path, tmp_path: Path) -> Path:
+    d = tmp_path / "beir" / "bio"
+    shutil.copytree(beir_root / "bio", d)
+    (d / "qrels" / "train.tsv").unlink()
+    return d
+
+
+def test_ingest_reports_unreadable_documents(env: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"  # never reached: the documents are read first
+    args = ["--collection", "c", "--url", url, "--key", "k"]
+    empty = env / "empty"
+    empty.mkdir()
+    _refused(runner.invoke(app, ["ingest", str(empty), *args]), "no corpus.jsonl")
+    dup = env / "dup"
+    dup.mkdir()
+    (dup / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
+    _refused(runner.invoke(app, ["ingest", str(dup), *args]), "corpus.jsonl:2", "duplicate document id")
+    number = env / "docs.jsonl"
+    number.write_text('{"id": "d1", "text": "a"}\n5\n')
+    _refused(runner.invoke(app, ["ingest", str(number), *args]), "docs.jsonl:2", "must hold a JSON object")
+    number.write_bytes(b'{"id": "d1", "text": "caf\xe9"}\n')
+    _refused(runner.invoke(app, ["ingest", str(number), *args]), "docs.jsonl:1", "not valid UTF-8")
+
+
+def test_ingest_refuses_a_batch_of_zero(env: Path, beir_root: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    args = ["--collection", "c", "--url", url, "--key", "k", "--batch", "0"]
+    res = runner.invoke(app, ["ingest", str(beir_root / "bio"), *args])
+    assert res.exit_code == 2 and "--batch" in res.output, res.output  # typer's usage error, before anything runs
+
+
+def test_no_platform_running_is_one_line_naming_the_url(env: Path, beir_root: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    auth = ["--url", url, "--key", "k"]
+    res = runner.invoke(app, ["ingest", str(beir_root / "bio"), "--collection", "c", *auth])
+    _refused(res, f"could not reach {url}/collections/c", "is the platform running")
+    res = runner.invoke(app, ["search", "protein", "--collection", "c", *auth])
+    _refused(res, f"could not reach {url}/collections/c/search")
+    res = runner.invoke(app, ["bench", "platform", "--data", str(beir_root / "bio"), "--collection", "c", *auth])
+    _refused(res, f"could not reach {url}/collections/c")
+
+
+def test_experts_list_reports_a_bad_mode_and_a_corrupt_manifest(env: Path) -> None:
+    _refused(runner.invoke(app, ["experts", "list", "--sides", "both"]), "mode must be one of")
+    bad = env / "experts" / "query" / "x"
+    bad.mkdir(parents=True)
+    (bad / "manifest.json").write_text("{not json")
+    _refused(runner.invoke(app, ["experts", "list"]), "manifest.json: not valid JSON")
+    (bad / "manifest.json").write_text("[1]")
+    _refused(runner.invoke(app, ["experts", "list"]), "manifest.json: a manifest is a JSON object")
+
+
+def test_experts_train_checks_its_options_and_the_train_split_before_encoding(
+    env: Path, beir_root: Path, tmp_path: Path
+) -> None:
+    train = ["experts", "train", "--name", "bio"]
+    _refused(runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--lr", "5"]), "lr must be in (0, 1)")
+    res = runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--hard-negatives", "-1"])
+    _refused(res, "hard_negatives must be >= 0")
+    no_train = _without_train(beir_root, tmp_path)
+    _refused(runner.invoke(app, [*train, "--data", str(no_train)]), "split 'train'", "splits here: test")
+
+
+def test_eval_checks_the_system_and_the_split_before_encoding(env: Path, beir_root: Path, tmp_path: Path) -> None:
+    data = ["eval", "--data", str(beir_root / "bio")]
+    res = runner.invoke(app, [*data, "--system", "foo"])
+    _refused(res, "unknown system 'foo'", "router_retriever_corpus", "expert:NAME")
+    _refused(runner.invoke(app, [*data, "--system", "expert:nope"]), "unknown expert 'nope'")
+    no_train = _without_train(beir_root, tmp_path)
+    res = runner.invoke(app, ["eval", "--data", str(no_train), "--system", "base", "--split", "train"])
+    _refused(res, "split 'train'", "splits here: test")
+
+
+def test_serve_with_a_wrong_data_folder_fails_before_serving(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import core.runtime
+
+    def no_serving(*_: object, **__: object) -> None:
+        raise AssertionError("serve went on past a wrong --data")
+
+    monkeypatch.setattr(uvicorn, "run", no_serving)  # nothing can start a server (or hang the test)
+    monkeypatch.setattr(core.runtime, "get_runtime", no_serving)
+    _refused(runner.invoke(app, ["serve", "--data", str(env / "typo")]), "no such folder of BEIR collections")
+
+
+def test_bench_quality_refuses_unknown_only_names_before_writing(env: Path, beir_root: Path) -> None:
+    out = env / "results"
+    res = runner.invoke(app, ["bench", "quality", "--data", str(beir_root), "--only", "bio,nope", "--out", str(out)])
+    _refused(res, "no collection named nope", "there: aero, bio")
+    assert not out.exists() and not (env / "experts").exists()
+
+
+def test_a_bench_of_a_subset_keeps_the_served_pilot_library(tmp_path: Path) -> None:
+    from benchmarks.quality import pilot_files_dir
+
+    reg = tmp_path / "experts" / "query-document"
+    assert pilot_files_dir(reg, tmp_path / "results", None) == reg  # every dataset: the served library
+    assert pilot_files_dir(reg, tmp_path / "results", ["bio"]) == tmp_path / "results" / "query-document"
+
+
+def test_hints_name_commands_that_exist() -> None:
+    """The hints on rebuilding pilots point to a real command (there is no `rr pilots`)."""
+    import inspect
+
+    import cli.main
+    import router.pilots
+
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert "pilots" not in names and "bench" in names
+    for module in (cli.main, router.pilots):
+        assert "rr pilots" not in inspect.getsource(module)

@@ -1,0 +1,238 @@
+"""The operations (api/service.py) and the jobs (workers/jobs.py, workers/tasks.py) as plain functions, on the
+embedded store and a queue that only records what was sent, so every step runs in the order the test says."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api import service
+from core.errors import Conflict, InvalidInput, StoreError
+from core.runtime import Runtime
+from router.serving import PILOTS_FILE, SCORES_FILE
+from store.edge import EdgeStore
+from store.meta import META, physical_name
+from tests.platform_fixtures import build_pilot_scores, make_settings
+from workers.jobs import run_backfill, run_ingest_batch
+
+DOCS: list[dict[str, Any]] = [
+    {"id": "a1", "title": "wing flow", "text": "flow over the wing at supersonic mach"},
+    {"id": "a2", "title": "shock layer", "text": "shock and boundary layer on a plate"},
+    {"id": "b1", "title": "protein gene", "text": "the protein binds the gene in the cell"},
+]
+
+
+class RecordingQueue:
+    """Keeps what was submitted; the test runs the jobs itself."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def submit(self, task: str, **kwargs: Any) -> None:
+        self.sent.append((task, kwargs))
+
+    def depth(self) -> int:
+        return len(self.sent)
+
+    def workers(self, timeout: float = 0.5) -> int:
+        return 0
+
+    def join(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def bio_scores(tiny_model: Path, beir_root: Path, tiny_experts: dict[str, Path]) -> Any:
+    return build_pilot_scores(tiny_model, beir_root, {"bio": tiny_experts["bio"]})
+
+
+def make_rt(tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, root: Path, store: Any = None) -> Runtime:
+    """A runtime serving the query-side 'bio' expert; 'aero' (query+document) is left to register."""
+    settings = make_settings(tiny_model, root)
+    reg = Path(settings.experts_dir) / "query"
+    reg.mkdir(parents=True)
+    shutil.copytree(tiny_experts["bio"], reg / "bio")
+    bio_scores.save(reg / SCORES_FILE)
+    bio_scores.build(["bio"]).save(reg / PILOTS_FILE)
+    return Runtime(settings, store=store, queue=RecordingQueue())
+
+
+@pytest.fixture
+def rt(tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path)
+    yield runtime
+    runtime.close()
+
+
+def ingest(rt: Runtime, tenant: str, name: str, docs: list[dict[str, Any]]) -> int:
+    job_id = rt.meta.create_job(tenant, name, [len(docs)])
+    n = run_ingest_batch(rt, job_id, 0, tenant, name, docs)
+    assert rt.meta.get_job(job_id).status == "done"
+    return n
+
+
+def vectors_of(rt: Runtime, physical: str, ids: list[str]) -> dict[str, set[str]]:
+    return {p.doc_id: set(p.vectors or {}) for p in rt.store.retrieve(physical, ids, with_vectors=True)}
+
+
+# ---- 1. an ingest batch right after a query+document expert was registered --------------------------------------
+def test_an_ingest_batch_after_registering_a_document_expert_stores_its_vector(
+    rt: Runtime, tiny_experts: dict[str, Path]
+) -> None:
+    service.create_tenant(rt, "acme")
+    info = service.create_collection(rt, "acme", "docs")
+    service.register_expert(rt, str(tiny_experts["aero"]))
+    assert "aero" in rt.store.vector_names(info.physical)  # at once, not only in the backfill
+    assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "pending"
+    assert ingest(rt, "acme", "docs", DOCS) == 3  # the batch encodes with 'aero' too, and is stored
+    assert vectors_of(rt, info.physical, ["a1", "a2", "b1"]) == {d["id"]: {"base", "aero"} for d in DOCS}
+    assert rt.queue.sent == [("backfill", {"tenant": "acme", "collection": "docs", "expert": "aero"})]
+    assert run_backfill(rt, "acme", "docs", "aero") == 3
+    assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "done"
+
+
+class RegisterDuringUpsert(EdgeStore):
+    """Registers 'aero' and runs its backfill while an ingest batch, encoded without it, is being written."""
+
+    target = ""
+    expert: Path | None = None
+    rt: Runtime | None = None
+
+    def upsert(self, name: str, points: Any) -> None:
+        if name == self.target and self.expert is not None and self.rt is not None:
+            expert, self.expert = self.expert, None
+            service.register_expert(self.rt, str(expert))
+            assert run_backfill(self.rt, "acme", "docs", "aero") == 0  # the batch's documents are not there yet
+        super().upsert(name, points)
+
+
+def test_an_ingest_batch_that_raced_a_registration_gets_the_new_vector(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
+) -> None:
+    store = RegisterDuringUpsert(tmp_path / "data" / "qdrant-edge")
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=store)
+    try:
+        service.create_tenant(rt, "acme")
+        info = service.create_collection(rt, "acme", "docs")
+        store.target, store.expert, store.rt = info.physical, tiny_experts["aero"], rt
+        assert ingest(rt, "acme", "docs", DOCS) == 3
+        assert store.expert is None  # the registration did happen mid-batch
+        assert vectors_of(rt, info.physical, ["a1", "a2", "b1"]) == {d["id"]: {"base", "aero"} for d in DOCS}
+        hits = rt.store.search(info.physical, "aero", rt.retriever.encode_query("wing flow", "aero"), 3)
+        assert len(hits) == 3
+    finally:
+        rt.close()
+
+
+# ---- 2. a backfill that keeps failing on the store ends "failed" ----------------------------------------------
+class FailingBackfill(EdgeStore):
+    def update_vectors(self, name: str, vectors: Any) -> None:
+        raise StoreError(f"store down while updating {name!r}")
+
+
+def test_a_backfill_failing_on_the_store_after_its_retries_is_marked_failed(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
+) -> None:
+    from core.runtime import set_runtime
+    from workers import tasks
+
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=FailingBackfill(tmp_path / "data" / "edge"))
+    set_runtime(rt)
+    try:
+        service.create_tenant(rt, "acme")
+        service.create_collection(rt, "acme", "docs")
+        ingest(rt, "acme", "docs", DOCS)
+        service.register_expert(rt, str(tiny_experts["aero"]))
+        kwargs = {"tenant": "acme", "collection": "docs", "expert": "aero"}
+        result = tasks.backfill.apply(kwargs=kwargs, retries=tasks.backfill.max_retries)
+        assert result.get() == 0
+        assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "failed"
+    finally:
+        set_runtime(None)
+        rt.close()
+
+
+# ---- 4. pinned collections: removing their expert is refused, /route reports the pin ---------------------------
+def test_an_expert_a_collection_is_pinned_to_cannot_be_removed(rt: Runtime) -> None:
+    service.create_tenant(rt, "acme")
+    service.create_collection(rt, "acme", "pinned", expert="bio")
+    service.create_collection(rt, "acme", "routed")
+    with pytest.raises(Conflict, match="acme/pinned") as err:
+        service.remove_expert(rt, "bio")
+    assert "acme/routed" not in str(err.value)
+    assert "bio" in rt.retriever.experts  # still served
+    res = service.search(rt, "acme", "pinned", "protein in the cell")
+    assert res["route"]["expert"] == "bio"
+    service.delete_collection(rt, "acme", "pinned")
+    service.remove_expert(rt, "bio")
+    assert "bio" not in rt.retriever.experts
+
+
+def test_route_on_a_pinned_collection_reports_the_pinned_expert(rt: Runtime) -> None:
+    service.create_tenant(rt, "acme")
+    pinned = service.create_collection(rt, "acme", "pinned", expert="base")
+    routed = service.create_collection(rt, "acme", "routed")
+    assert set(service.route(rt, "protein in the cell", routed)["scores"]) == {"bio"}  # routing happens here
+    r = service.route(rt, "protein in the cell", pinned)
+    assert r["expert"] == "base" and r["scores"] == {}
+    assert r["expert"] == service.search(rt, "acme", "pinned", "protein in the cell")["route"]["expert"]
+    bio = service.create_collection(rt, "acme", "bio-only", expert="bio")
+    assert service.route(rt, "supersonic wing flow", bio)["expert"] == "bio"
+
+
+# ---- 5. tenant names that could make two collections share a physical name ------------------------------------
+@pytest.mark.parametrize("name", ["a__b", "a___b", "a_", "a__"])
+def test_a_tenant_name_that_could_collide_is_refused(rt: Runtime, name: str) -> None:
+    with pytest.raises(InvalidInput, match="'__'") as err:
+        service.create_tenant(rt, name)
+    assert err.value.field == "name"
+    assert name not in rt.meta.list_tenants()
+
+
+def test_tenant_names_keep_physical_names_apart(rt: Runtime) -> None:
+    service.create_tenant(rt, "a")
+    service.create_tenant(rt, "a_b")
+    one = service.create_collection(rt, "a", "b__c")
+    two = service.create_collection(rt, "a_b", "c")
+    assert one.physical != two.physical
+    # A tenant made before the rule (its record written as an older version did) keeps working.
+    rt.meta.create_tenant("old__t")
+    old = service.create_collection(rt, "old__t", "docs")
+    assert rt.store.collection_exists(old.physical) and ingest(rt, "old__t", "docs", DOCS[:1]) == 1
+
+
+# ---- 6. a collection whose creation fails leaves nothing behind ------------------------------------------------
+class FailingCreate(EdgeStore):
+    def create_collection(self, name: str, vectors: dict[str, int]) -> None:
+        if name.startswith("t_"):
+            raise StoreError(f"no space left for {name!r}")
+        super().create_collection(name, vectors)
+
+
+class FailingRecord(EdgeStore):
+    def upsert(self, name: str, points: Any) -> None:
+        if name == META and any(p.payload.get("kind") == "collection" for p in points):
+            raise StoreError("metadata write failed")
+        super().upsert(name, points)
+
+
+@pytest.mark.parametrize("store_cls", [FailingCreate, FailingRecord])
+def test_a_failed_create_collection_leaves_no_half_made_collection(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path, store_cls: type[EdgeStore]
+) -> None:
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=store_cls(tmp_path / "data" / "edge"))
+    try:
+        service.create_tenant(rt, "acme")
+        with pytest.raises(StoreError):
+            service.create_collection(rt, "acme", "docs")
+        assert rt.meta.list_collections() == []
+        assert not rt.store.collection_exists(physical_name("acme", "docs"))
+    finally:
+        rt.close()
