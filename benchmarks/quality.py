@@ -39,16 +39,17 @@ MODES = ("query", "query+document")
 
 
 def _commit() -> str:
+    """The checkout's commit, with "+dirty" where tracked files differ from it. Read when a run starts: the code
+    that runs is the code loaded then, whatever is committed while it runs."""
+    here = Path(__file__).parent
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, cwd=here).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head}+dirty" if dirty == 1 else head
 
 
 def pilot_files_dir(registry_root: Path, out_dir: Path, only: Sequence[str] | None) -> Path:
@@ -180,7 +181,7 @@ class Bench:
             transient=True,
         ) as prog:
             wb = Workbench(enc, mode, self._progress_factory(prog))
-            base_docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets}
+            base_docs = {ds.name: wb.doc_matrix(ds, None) for ds in datasets}  # a bar (or log lines) per corpus
             reg = self.ensure_experts(mode, datasets, base_docs)  # times its own training
             experts = [e for e in reg.all() if e.name in {ds.name for ds in datasets}]
             for x in experts:
@@ -562,6 +563,7 @@ def run_quality(
 ) -> dict[str, Any]:
     console = console or Console()
     start = time.monotonic()
+    commit = _commit()
     found = discover(data)
     unknown = sorted(set(only or []) - {p.name for p in found})
     if unknown:  # before anything is trained or written
@@ -576,7 +578,7 @@ def run_quality(
         out["modes"][mode] = bench.run_mode(mode, datasets)
     out["default_mode"], out["default_mode_reason"] = choose_default_mode(out["modes"])
     bench.seconds["total"] = round(time.monotonic() - start, 1)
-    out["commit"] = _commit()
+    out["commit"] = commit
     out["seconds"] = bench.seconds
     out["settings"] = {
         "base_model": Path(settings.base_model).name,

@@ -39,12 +39,27 @@ def _hash_file(path: Path, h: Any) -> None:
             h.update(block)
 
 
+# The files whose bytes make a model directory's fingerprint, in this order (a missing one is skipped).
+WEIGHT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "adapter_model.bin",
+)
+
+
 def model_fingerprint(path: str | Path) -> str:
-    """A short, stable id of a model directory's weights and config (experts record the base's)."""
+    """A short, stable id of a model directory's weights and config (experts record the base's).
+
+    For a LoRA adapter this covers its config (rank, alpha, target modules change the vectors) and its weights in
+    either format, so two adapters never share cached vectors. A base model directory holds no adapter file, so
+    its id, which every expert's manifest records, is the same as before adapter files were hashed."""
     p = Path(path)
     h = hashlib.sha256()
     if p.is_dir():
-        for name in ("config.json", "model.safetensors", "pytorch_model.bin", "adapter_model.safetensors"):
+        for name in WEIGHT_FILES:
             if (p / name).is_file():
                 h.update(name.encode())
                 _hash_file(p / name, h)

@@ -432,3 +432,20 @@ def test_a_multi_domain_model_holds_out_what_each_domain_expert_holds_out(tiny_m
         assert both.manifest.training["val_queries"][name] == mine and len(mine) == 4
     # The manifest records the precision "auto" resolved to here, not the word.
     assert both.manifest.training["config"]["bf16"] is native_bf16(torch.device("cpu"))
+
+
+def test_an_adapters_fingerprint_covers_its_config_and_either_weights_format(tmp_path: Path) -> None:
+    from router.encoders import model_fingerprint
+
+    def adapter(name: str, config: str, weights: tuple[str, bytes]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(config)
+        (d / weights[0]).write_bytes(weights[1])
+        return d
+
+    a = adapter("a", '{"r": 8, "lora_alpha": 32}', ("adapter_model.safetensors", b"w"))
+    b = adapter("b", '{"r": 8, "lora_alpha": 16}', ("adapter_model.safetensors", b"w"))  # alpha scales the delta
+    c = adapter("c", '{"r": 8}', ("adapter_model.bin", b"x"))
+    d = adapter("d", '{"r": 8}', ("adapter_model.bin", b"y"))  # old-format weights are hashed too
+    assert len({model_fingerprint(x) for x in (a, b, c, d)}) == 4
