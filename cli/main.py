@@ -498,13 +498,26 @@ def worker(
 ) -> None:
     """A Celery worker for the ingestion queue (production: RR_BROKER_URL=redis://...)."""
     s = get_settings()
+    if s.broker_url.startswith("memory://"):  # a worker on an in-memory broker: no API process could reach it
+        _fail(
+            RRError(
+                f"rr worker needs a broker the API processes share, and RR_BROKER_URL is {s.broker_url!r}: set "
+                "RR_BROKER_URL=redis://HOST:6379/0 for the API and the workers (the default memory:// runs its "
+                "worker in-process, inside `rr serve`: no `rr worker` is needed then)"
+            )
+        )
+    # First, whatever the port: Celery's command line loads its plugins (Flower's imports prometheus_client), and the
+    # client picks its single- or multi-process mode when first imported, from what core.metrics exports.
+    from core.metrics import start_metrics_server
+
     port = metrics_port or s.worker_metrics_port
     if port is not None:
         if concurrency > 1 and s.metrics_dir is None:
             _fail(RRError("--concurrency > 1 runs several processes: set RR_METRICS_DIR so /metrics sums them all"))
-        from core.metrics import start_metrics_server
-
-        start_metrics_server(port)
+        try:
+            start_metrics_server(port)
+        except RRError as e:
+            _fail(e)
         console.print(f"metrics: http://0.0.0.0:{port}/metrics")
     from workers.app import celery_app
 

@@ -158,5 +158,13 @@ def exposition(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve /metrics from a background thread: how `rr worker`, which has no HTTP server, is scraped."""
-    start_http_server(port, addr, registry=scrape_registry())
+    """Serve /metrics from a background thread: how `rr worker`, which has no HTTP server, is scraped.
+
+    A port that cannot be bound (in use, or privileged) raises RRError naming it and the settings that choose it."""
+    try:
+        start_http_server(port, addr, registry=scrape_registry())
+    except OSError as e:
+        raise RRError(
+            f"cannot serve /metrics on {addr}:{port}: {e.strerror or e}; is another process using port {port}? "
+            "Choose a free one with `rr worker --metrics-port` or RR_WORKER_METRICS_PORT"
+        ) from e

@@ -271,28 +271,31 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        fp = self.fingerprint(name, side)
-        hits = self.cache.get_many(fp, texts) if self.cache else {}
-        for i, v in hits.items():
-            out[i] = v
-        # A text that occurs more than once is encoded once: in another batch its bf16 vector would differ slightly
-        # from its twin's, and a rerun from the cache (one vector per text) would not reproduce the first run.
-        first: dict[str, int] = {}
-        copies: list[int] = []
-        for i in range(len(texts)):
-            if i in hits:
-                continue
-            if texts[i] in first:
-                copies.append(i)
-            else:
-                first[texts[i]] = i
-        todo = list(first.values())
-        if progress and hits:
-            progress(len(hits))
-        max_length = self.query_max_length if side == "query" else self.doc_max_length
-        # Length-bucketed batches: sorting by length keeps padding (and wasted compute) small.
-        todo.sort(key=lambda i: len(texts[i]), reverse=True)
+        # One lock over the cache lookup, the forward passes and the cache writes: an expert reloaded meanwhile
+        # (router.serving refresh) changes its fingerprint, and a vector must be cached under the adapter that
+        # made it.
         with self._lock:
+            fp = self.fingerprint(name, side)
+            hits = self.cache.get_many(fp, texts) if self.cache else {}
+            for i, v in hits.items():
+                out[i] = v
+            # A text that occurs more than once is encoded once: in another batch its bf16 vector would differ slightly
+            # from its twin's, and a rerun from the cache (one vector per text) would not reproduce the first run.
+            first: dict[str, int] = {}
+            copies: list[int] = []
+            for i in range(len(texts)):
+                if i in hits:
+                    continue
+                if texts[i] in first:
+                    copies.append(i)
+                else:
+                    first[texts[i]] = i
+            todo = list(first.values())
+            if progress and hits:
+                progress(len(hits))
+            max_length = self.query_max_length if side == "query" else self.doc_max_length
+            # Length-bucketed batches: sorting by length keeps padding (and wasted compute) small.
+            todo.sort(key=lambda i: len(texts[i]), reverse=True)
             for start in range(0, len(todo), self.batch_size):
                 idx = todo[start : start + self.batch_size]
                 chunk = [texts[i] for i in idx]
@@ -302,11 +305,11 @@ class TextEncoder:
                     self.cache.put_many(fp, chunk, vecs)
                 if progress:
                     progress(len(idx))
-        for i in copies:
-            out[i] = out[first[texts[i]]]
-        if progress and copies:
-            progress(len(copies))
-        return out
+            for i in copies:
+                out[i] = out[first[texts[i]]]
+            if progress and copies:
+                progress(len(copies))
+            return out
 
     def encode_mixed(self, texts: Sequence[str], experts: Sequence[str | None], side: Side = "document") -> np.ndarray:
         """One forward pass over rows that use different experts (None = base), via peft's mixed batches."""

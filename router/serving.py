@@ -8,6 +8,7 @@ by every *document encoder*: the base model, plus each expert trained on the doc
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound
 from router.encoders import BASE, TextEncoder
-from router.experts import Expert, ExpertRegistry
+from router.experts import MANIFEST, Expert, ExpertRegistry
 from router.pilots import CORPUS, QUERY, Pilot, PilotLibrary, PilotScores, aggregate
 from store.base import SearchRequest, VectorStore
 
@@ -28,6 +29,30 @@ PILOT_COLLECTION = "_rr_pilots"
 PILOTS_FILE = "pilots.json"
 SCORES_FILE = "pilot_scores.npz"
 PILOT_KEYS = ("expert", "domain", "kind")  # the pilot payload keys routing filters on, indexed
+# The files of an expert directory whose change means another expert: its manifest and its adapter (config and
+# weights in either format; the encoder's fingerprint of the adapter, which keys its cached vectors, hashes these).
+STAMP_FILES = (MANIFEST, "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+Stamp = tuple[object, ...]
+
+
+def _stamp(path: Path) -> Stamp | None:
+    """A cheap stamp of an expert directory (a few stats, no reads): the directory's and each file's inode, size,
+    mtime and ctime. Replacing an expert (a copy renamed in, or files rewritten in place) changes it: copies keep
+    their source's mtime, but a new or rewritten file always gets a new ctime. None: the directory is gone."""
+    try:
+        d = os.stat(path)
+    except OSError:
+        return None
+    out: list[object] = [(d.st_ino, d.st_ctime_ns)]
+    for name in STAMP_FILES:
+        try:
+            f = os.stat(path / name)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((f.st_ino, f.st_size, f.st_mtime_ns, f.st_ctime_ns))
+    return tuple(out)
 
 
 @dataclass
@@ -46,6 +71,9 @@ class Retriever:
         self.store = store  # a store.VectorStore holding the pilot collection
         self._lock = threading.RLock()
         self.manifests: dict[str, Expert] = {}
+        # Per expert seen on disk (loaded, or refused by the encoder): its directory and the stamp of its files
+        # when it was loaded. refresh() reloads an expert whose stamp changed: one replaced under the same name.
+        self._stamps: dict[str, tuple[Path, Stamp | None]] = {}
         self._root_mtime = registry.root.stat().st_mtime_ns if registry.root.is_dir() else 0  # before listing
         for expert in registry.all():
             self._load(expert)
@@ -62,32 +90,64 @@ class Retriever:
             self._pilots_mtime = pilots.stat().st_mtime
 
     def refresh(self) -> bool:
-        """Pick up experts and pilots another process registered or removed (the registry is on a shared volume).
+        """Pick up experts and pilots another process registered, replaced or removed (the registry is on a shared
+        volume).
 
-        Called on every search, so the common case is two stats: the registry folder's mtime changes when an expert
-        directory is renamed in or removed, and pilots.json is replaced atomically. Returns whether anything changed.
+        Called on every search, so the common case is a few stats: the registry folder's mtime changes when an
+        expert directory is renamed in or removed, pilots.json is replaced atomically, and each expert's files have
+        a stamp (:func:`_stamp`) that changes when the expert is replaced under the same name (``rr experts train
+        --replace``, ``ExpertRegistry.add(..., replace=True)``, ``scripts/sweep_experts.py decide --apply``, or
+        files rewritten in place). A replaced expert is loaded again: the encoder fingerprints its new adapter
+        files, so no vector the old one cached is served for it. Returns whether anything changed.
         """
         with self._lock:
             pilots = self.registry.root / PILOTS_FILE
             mtime = pilots.stat().st_mtime if pilots.is_file() else 0.0
             root_mtime = self.registry.root.stat().st_mtime_ns if self.registry.root.is_dir() else 0
-            if root_mtime == self._root_mtime and mtime == self._pilots_mtime:
+            touched = {name for name, (path, stamp) in self._stamps.items() if _stamp(path) != stamp}
+            if root_mtime == self._root_mtime and mtime == self._pilots_mtime and not touched:
                 return False
             self._root_mtime = root_mtime
             on_disk = {e.name: e for e in self.registry.all()}
-            if set(on_disk) == set(self.manifests) and mtime == self._pilots_mtime:
+            gone = set(self._stamps) - set(on_disk)
+            new = set(on_disk) - set(self._stamps)
+            replaced = {
+                n
+                for n in set(on_disk) & set(self._stamps)
+                if n in touched or on_disk[n].path != self._stamps[n][0]  # rewritten, or now from another folder
+            }
+            if not (gone or new or replaced) and mtime == self._pilots_mtime:
                 return False
-            for name in set(self.manifests) - set(on_disk):
-                del self.manifests[name]
-                self.encoder.remove_expert(name)
-            for name in set(on_disk) - set(self.manifests):
-                self._load(on_disk[name])
+            for name in gone:
+                self._drop(name)
+                del self._stamps[name]
+            for name in sorted(new | replaced):
+                self._reload(on_disk[name])
             self._load_library()
             return True
 
     def _load(self, expert: Expert) -> None:
+        stamp = _stamp(expert.path)  # before loading: a change while it loads shows at the next refresh
+        self._stamps[expert.name] = (expert.path, stamp)
         self.encoder.add_expert(expert.name, expert.path, expert.manifest.base_fingerprint)
         self.manifests[expert.name] = expert
+
+    def _drop(self, name: str) -> None:
+        """Stop serving ``name`` (its stamp stays: refresh decides when to look at it again)."""
+        self.manifests.pop(name, None)
+        if name in self.encoder.experts:
+            self.encoder.remove_expert(name)
+
+    def _reload(self, expert: Expert) -> None:
+        """(Re)load an expert found on disk by refresh. One the encoder refuses (another base model, a broken
+        adapter) is not served, not even its previous version, and is tried again when its files change; the
+        other experts and the pilots still load."""
+        self._drop(expert.name)  # the old adapter goes first: never its weights under the new manifest
+        try:
+            self._load(expert)
+        except Exception:
+            self._drop(expert.name)
+            log.warning("expert %r at %s could not be loaded; not serving it", expert.name, expert.path, exc_info=True)
 
     # ---- experts ------------------------------------------------------------------------------------------
     @property
@@ -114,6 +174,7 @@ class Retriever:
             try:
                 self._load(expert)
             except Exception:
+                self._stamps.pop(expert.name, None)
                 self.registry.remove(expert.name)
                 raise
             self.rebuild_pilots(pilot_scores)
@@ -124,6 +185,7 @@ class Retriever:
             if name not in self.manifests:
                 raise NotFound(f"unknown expert {name!r} (have: {', '.join(self.experts) or 'none'})")
             del self.manifests[name]
+            self._stamps.pop(name, None)
             self.encoder.remove_expert(name)
             self.registry.remove(name)
             scores_path = self.registry.root / SCORES_FILE

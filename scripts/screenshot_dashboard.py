@@ -39,6 +39,21 @@ def _wait_jobs(client: Any, key: str, job_ids: list[str], timeout: float = 1800)
         time.sleep(1.0)
 
 
+def _wait_started(client: Any, headers: dict[str, str], job: str, timeout: float = 600) -> dict[str, Any]:
+    """Poll until the job has stored its first documents or ended; a failed job, or none of either within
+    ``timeout`` seconds, stops the script (a failed batch records done=0, so waiting on ``done`` alone never ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state: dict[str, Any] = client.get(f"/jobs/{job}", headers=headers).json()
+        if state["status"] == "failed":
+            raise SystemExit(f"the last ingestion (job {job}) failed: {state.get('errors')}")
+        if state["done"] > 0 or state["status"] == "done":
+            return state
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the last ingestion (job {job}) stored nothing in {timeout:g} s: {state}")
+        time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir")
@@ -115,8 +130,7 @@ def main() -> None:
                 if d.text.strip()
             ]
             job = client.post(f"/collections/{f.name}/documents", json={"documents": more}, headers=h).json()["job_id"]
-            while client.get(f"/jobs/{job}", headers=h).json()["done"] == 0:
-                time.sleep(0.2)
+            _wait_started(client, h, job)
 
             with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
                 ctx = p.chromium.launch_persistent_context(

@@ -88,6 +88,7 @@ def train(args: argparse.Namespace) -> None:
                 query_max_length=s.query_max_length,
                 doc_max_length=s.doc_max_length,
                 device=s.device,
+                bf16=s.bf16,  # the precision the base documents above were encoded with, as `rr experts train`
                 judge_fraction=args.judge_fraction,
                 **{k: own[k] for k in KEEP if k in own},
             )

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -24,6 +27,7 @@ from router.serving import PILOTS_FILE, SCORES_FILE
 from tests.platform_fixtures import build_pilot_scores, make_settings, train_tiny_expert
 
 REDIS = os.environ.get("RR_TEST_REDIS", "redis://127.0.0.1:6379/15")
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +126,92 @@ def test_worker_process_ingests_and_search_finds(worker_platform: tuple[TestClie
     assert data["queue"]["kind"] == "celery" and data["queue"]["workers"] == 1, data["queue"]
     assert data["ingestion"]["windows"]["5m"]["documents"] == 3, data["ingestion"]
     assert [e["encoder"] for e in data["ingestion"]["encoders"]] == ["base"]
+
+
+def _redis() -> None:
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not reachable at {REDIS}: run `make services` (scripts/services.sh) first")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _until(proc: subprocess.Popen[bytes], ready: Callable[[], bool], log: Path, seconds: float = 120) -> None:
+    """Wait until ``ready()`` holds, failing with the process's log if it exits first or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"not ready after {seconds} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _metrics_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "PROMETHEUS_"))}
+    return {
+        **env,
+        "RR_DATA_DIR": str(tmp_path / "data"),
+        "RR_CACHE_DIR": str(tmp_path / "cache"),
+        "RR_EXPERTS_DIR": str(tmp_path / "experts"),
+        "RR_BROKER_URL": REDIS,
+        "RR_METRICS_DIR": str(tmp_path / "metrics"),
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
+
+
+def test_worker_with_a_metrics_folder_and_no_metrics_port_starts(tmp_path: Path) -> None:
+    """`RR_METRICS_DIR=... rr worker`: Celery's command line imports prometheus_client (through Flower's plugin) before
+    the worker imports workers.tasks, and so core.metrics; `rr worker` imports core.metrics first, so the client is in
+    multiprocess mode and the worker comes up (it answers a ping) instead of failing on the mode."""
+    _redis()
+    redis.Redis.from_url(REDIS).flushdb()
+    ping = Celery("probe", broker=REDIS).control
+    log = tmp_path / "worker.log"
+    with _process([sys.executable, "-m", "cli", "worker"], _metrics_env(tmp_path), log) as proc:
+        _until(proc, lambda: bool(ping.ping(timeout=1.0)), log)
+    redis.Redis.from_url(REDIS).flushdb()
+
+
+def test_flower_starts_with_the_compose_environment(tmp_path: Path) -> None:
+    """docker-compose's flower (`celery -A workers.app:celery_app flower`) with its environment: RR_METRICS_DIR and,
+    as compose sets it too, PROMETHEUS_MULTIPROC_DIR naming the same folder (tests/test_compose.py checks the file).
+    Flower's plugin imports prometheus_client before core.metrics can export the folder; with it set, Flower serves."""
+    _redis()
+    port = _free_port()
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()  # compose's tmpfs
+    env = _metrics_env(tmp_path, RR_METRICS_DIR=str(metrics), PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    args = [sys.executable, "-m", "celery", "-A", "workers.app:celery_app", "flower", f"--port={port}"]
+    args.append("--address=127.0.0.1")
+    log = tmp_path / "flower.log"
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+        except OSError:
+            return False
+        return True
+
+    with _process(args, env, log) as proc:
+        _until(proc, listening, log)
+    assert "RRError" not in log.read_text()

@@ -172,3 +172,23 @@ def test_hints_name_commands_that_exist() -> None:
     assert "pilots" not in names and "bench" in names
     for module in (cli.main, router.pilots):
         assert "rr pilots" not in inspect.getsource(module)
+
+
+def test_worker_refuses_the_in_memory_broker(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker on memory:// would take jobs from a queue no API process can put them in: they would wait forever."""
+    monkeypatch.delenv("RR_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    assert get_settings().broker_url == "memory://"  # the default
+    _refused(runner.invoke(app, ["worker"]), "RR_BROKER_URL=redis://", "in-process", "rr serve")
+
+
+def test_worker_reports_a_busy_metrics_port(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics server starts before the worker: a port in use is one error line naming it, and no worker runs."""
+    monkeypatch.setenv("RR_BROKER_URL", f"redis://127.0.0.1:{_closed_port()}/0")  # never reached
+    get_settings.cache_clear()
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = runner.invoke(app, ["worker", "--metrics-port", str(port)])
+    _refused(res, f"0.0.0.0:{port}", "--metrics-port", "RR_WORKER_METRICS_PORT")

@@ -449,3 +449,31 @@ def test_an_adapters_fingerprint_covers_its_config_and_either_weights_format(tmp
     c = adapter("c", '{"r": 8}', ("adapter_model.bin", b"x"))
     d = adapter("d", '{"r": 8}', ("adapter_model.bin", b"y"))  # old-format weights are hashed too
     assert len({model_fingerprint(x) for x in (a, b, c, d)}) == 4
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_manifest_scores_the_epoch_whose_adapter_is_kept(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str
+) -> None:
+    import router.training.trainer as trainer
+
+    # Held-out scores by epoch (0: the base model): epoch 1 is the best, the last (2) is worse.
+    script = iter([0.5, 0.9, 0.3])
+
+    def scripted(m: object, data: DomainData, val: list[Example], *_: object) -> dict[str, float]:
+        score = next(script)
+        return {e.qid: score for e in val}
+
+    monkeypatch.setattr(trainer, "_evaluate", scripted)
+    cfg = TrainConfig(max_epochs=2, patience=2, bf16=False, lr=5e-3, batch_size=4, keep=keep)
+    m = train_on_word_pairs(tiny_model, word_pair_domain(), tmp_path / keep, cfg).manifest
+    t = m.training
+    assert [h["val_ndcg10"] for h in t["history"]] == [0.5, 0.9, 0.3]
+    assert t["best_epoch"] == 1 and t["epochs_run"] == 2 and t["stopped_by"] == "max_epochs"
+    assert m.scores["val_ndcg@10_base"] == 0.5
+    if keep == "best":
+        assert t["kept_epoch"] == 1 and m.scores["val_ndcg@10"] == 0.9 and "val_ndcg@10_best" not in m.scores
+    else:  # the last epoch's adapter is saved, so its score is the one recorded; the best is kept beside it
+        assert t["kept_epoch"] == 2 and m.scores["val_ndcg@10"] == 0.3 and m.scores["val_ndcg@10_best"] == 0.9
+    saved = Manifest.load(tmp_path / keep)  # as written beside the adapter
+    assert saved.scores == m.scores and saved.training["kept_epoch"] == t["kept_epoch"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -131,3 +132,18 @@ def test_counts_add_up_across_processes(
         data = client.get("/dashboard/data", headers=bearer(ADMIN_KEY)).json()
         assert data["search"]["windows"]["5m"]["searches"] == n + m
         assert sum(e["searches"] for e in data["experts"]) == n + m
+
+
+def test_a_busy_metrics_port_is_a_clear_error() -> None:
+    """`rr worker --metrics-port` on a port another process holds: an RRError naming the port and the settings, not an
+    OSError traceback from the HTTP server."""
+    from core.errors import RRError
+    from core.metrics import start_metrics_server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RRError, match=rf"127\.0\.0\.1:{port}\b.*--metrics-port.*RR_WORKER_METRICS_PORT") as e:
+            start_metrics_server(port, "127.0.0.1")
+        assert isinstance(e.value.__cause__, OSError)

@@ -69,3 +69,77 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
         chosen = {d.expert for d in lib.route(base, rule)}
         assert "base" in chosen and chosen - {"base"}  # both the fallback and an expert were exercised
     store.close()
+
+
+def _perturbed(src: Path, dest: Path, scale: float) -> Path:
+    """A copy of the expert at ``src`` whose LoRA weights are moved: another adapter under the same name."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    weights = load_file(str(dest / "adapter_model.safetensors"))
+    g = torch.Generator().manual_seed(int(scale * 1000))
+    moved = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in weights.items()}
+    save_file(moved, str(dest / "adapter_model.safetensors"))
+    return dest
+
+
+@pytest.mark.parametrize("others", [["aero"], []], ids=["beside-another", "alone"])
+def test_an_expert_replaced_under_its_name_is_served_with_its_new_weights(
+    tiny_model: Path, tiny_experts: dict[str, Path], tmp_path: Path, others: list[str]
+) -> None:
+    from router.cache import EmbeddingCache
+
+    reg_root = tmp_path / "experts"
+    for n in ["bio", *others]:
+        shutil.copytree(tiny_experts[n], reg_root / n)
+    enc = TextEncoder(str(tiny_model), bf16=False, cache=EmbeddingCache(tmp_path / "cache"))
+    r = Retriever(enc, ExpertRegistry(reg_root))  # a running API or worker
+
+    def fresh(name: str) -> np.ndarray:  # what a process started now serves
+        started = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root))
+        return started.encode_query(QUERIES[0], name)
+
+    old = r.encode_query(QUERIES[0], "bio")  # now in the embedding cache
+    old_fp = enc.fingerprint("bio", "query")
+    before = {n: r.encode_query(QUERIES[0], n) for n in others}
+    assert r.refresh() is False  # nothing changed: nothing reloaded
+
+    # another process replaces it the way `rr experts train --replace` does: a copy renamed in under the name
+    ExpertRegistry(reg_root).add(_perturbed(tiny_experts["bio"], tmp_path / "new" / "bio", 0.5), replace=True)
+    assert r.refresh() is True and r.experts == sorted(["bio", *others])
+    new = r.encode_query(QUERIES[0], "bio")
+    assert not np.allclose(new, old, atol=1e-4)  # the new weights, not the old ones nor their cached vector
+    np.testing.assert_allclose(new, fresh("bio"), atol=1e-6)
+    assert enc.fingerprint("bio", "query") != old_fp  # the cache keys the new adapter's vectors apart
+    for n in others:  # the other expert is untouched
+        np.testing.assert_allclose(r.encode_query(QUERIES[0], n), before[n], atol=1e-6)
+    assert r.refresh() is False
+
+    # the adapter's weights rewritten in place: the registry folder's mtime does not move, the file's stamp does
+    again = _perturbed(tiny_experts["bio"], tmp_path / "again" / "bio", 1.0)
+    (reg_root / "bio" / "adapter_model.safetensors").write_bytes((again / "adapter_model.safetensors").read_bytes())
+    assert r.refresh() is True
+    newer = r.encode_query(QUERIES[0], "bio")
+    assert not np.allclose(newer, new, atol=1e-4)
+    np.testing.assert_allclose(newer, fresh("bio"), atol=1e-6)
+    assert r.refresh() is False
+
+
+def test_a_replacement_the_encoder_refuses_is_not_served_in_the_old_ones_place(
+    tiny_model: Path, tiny_experts: dict[str, Path], tmp_path: Path
+) -> None:
+    import json
+
+    reg_root = tmp_path / "experts"
+    for n in ("bio", "aero"):
+        shutil.copytree(tiny_experts[n], reg_root / n)
+    r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root))
+    manifest = reg_root / "bio" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "base_fingerprint": "0" * 16}))  # now trained on another base model
+    assert r.refresh() is True
+    assert r.experts == ["aero"] and r.encoder.experts == ["aero"]  # not the old weights under the new manifest
+    assert r.refresh() is False  # not tried again on every search ...
+    manifest.write_text(json.dumps(m))
+    assert r.refresh() is True and r.experts == ["aero", "bio"]  # ... but once its files change

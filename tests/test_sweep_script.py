@@ -124,3 +124,45 @@ def test_skipping_a_run_the_sweep_would_not_make_is_refused_before_any_work(
     with pytest.raises(SystemExit, match=r"would not make.*aero-lr0\.0003-bs32"):
         module.train(args)
     assert not list(sweep_dir.iterdir())  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("bf16", ["true", "false"])
+def test_candidates_train_at_the_precision_the_documents_were_encoded_with(
+    sweep: tuple[ModuleType, Path, Path],
+    tiny_model: Path,
+    beir_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bf16: str,
+) -> None:
+    import router.training.trainer as trainer
+
+    module, _, sweep_dir = sweep
+    monkeypatch.setenv("RR_BASE_MODEL", str(tiny_model))
+    monkeypatch.setenv("RR_BF16", bf16)
+    monkeypatch.setenv("RR_DEVICE", "cpu")
+    get_settings.cache_clear()
+    seen: list[trainer.TrainConfig] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(*_: object, cfg: trainer.TrainConfig, **__: object) -> None:
+        seen.append(cfg)
+        raise Stop  # the config is all this test needs
+
+    monkeypatch.setattr(trainer, "train_expert", capture)
+    args = argparse.Namespace(
+        data=beir_root,
+        out=sweep_dir,
+        only=["bio"],
+        points=[(2e-4, 32)],
+        grid=1,
+        skip=set(),
+        epochs=2,
+        deadline=float("inf"),
+        judge_fraction=0.1,
+        fingerprint=None,
+    )
+    with pytest.raises(Stop):
+        module.train(args)
+    assert seen[0].bf16 is (bf16 == "true") and seen[0].bf16 is get_settings().bf16

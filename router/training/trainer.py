@@ -457,9 +457,16 @@ def train_expert(
         if not keep_on_interrupt:
             raise
         stopped = "interrupted"  # the epoch in progress is dropped; the best checkpoint so far is kept
-    if cfg.keep == "best" or stopped == "interrupted":
+    # The adapter saved: early stopping's best checkpoint, or with keep="last" the last epoch's weights (an
+    # interrupt drops its incomplete epoch, so it keeps the best). The manifest scores the adapter it ships.
+    kept_last = cfg.keep == "last" and stopped != "interrupted"
+    if not kept_last:
         m.model.load_state_dict(best_state, strict=False)
-    scores = {"val_ndcg@10": round(best, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)}
+    kept_epoch = len(history) - 1 if kept_last else best_epoch
+    kept_score = history[kept_epoch]["val_ndcg10"]
+    scores = {"val_ndcg@10": round(kept_score, 4), "val_ndcg@10_base": round(history[0]["val_ndcg10"], 4)}
+    if kept_last:
+        scores["val_ndcg@10_best"] = round(best, 4)  # what early stopping's checkpoint scored
     judged = judge_per_query() if judge_base is not None else {}
     if judge_base is not None:
         scores["judge_ndcg@10"] = round(judge_score(judged), 4)
@@ -495,7 +502,8 @@ def train_expert(
         if cfg.sides == "query"
         else "in-batch documents"
         + (f" + {cfg.hard_negatives} base-ranked hard negatives per row" if cfg.hard_negatives else ""),
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch,  # the best held-out score's epoch (0: the base model)
+        "kept_epoch": kept_epoch,  # the epoch whose adapter is saved: best_epoch, or the last with keep="last"
         "epochs_run": len(history) - 1,
         "stopped_by": stopped,
         "seconds": round(time.monotonic() - start, 1),
