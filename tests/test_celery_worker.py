@@ -59,26 +59,15 @@ def worker_platform(tiny_model: Path, beir_root: Path, tmp_path: Path) -> Iterat
         "RR_BROKER_URL": REDIS,
         "HF_HUB_OFFLINE": "1",
     }
-    log = (tmp_path / "worker.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "worker", "--loglevel", "INFO"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    rt = Runtime(settings)
-    rt.ensure_admin_key()
     try:
-        yield TestClient(create_app(rt)), rt
+        with _process([sys.executable, "-m", "cli", "worker", "--loglevel", "INFO"], env, tmp_path / "worker.log"):
+            rt = Runtime(settings)
+            rt.ensure_admin_key()
+            try:
+                yield TestClient(create_app(rt)), rt
+            finally:
+                rt.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        rt.close()
         r.flushdb()
 
 
