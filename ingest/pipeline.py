@@ -142,14 +142,8 @@ def index_documents(
     """
     from store.base import PointIn
 
-    texts = [d.full_text for d in docs]
     names = list(encoders) if encoders is not None else retriever.document_encoders
-    timings: dict[str, float] = {}
-    vectors: dict[str, Any] = {}
-    for name in names:
-        t0 = time.perf_counter()
-        vectors[name] = retriever.encode_documents(texts, [name])[name]
-        timings[name] = time.perf_counter() - t0
+    vectors, timings = _encode(retriever, docs, names)
     points = [PointIn(d.id, {n: vectors[n][i] for n in names}, document_payload(d, tenant)) for i, d in enumerate(docs)]
     store.upsert(physical, points)
     return timings
@@ -159,17 +153,23 @@ def update_documents(
     retriever: Any, store: Any, physical: str, docs: Sequence[Document], encoders: Sequence[str]
 ) -> dict[str, float]:
     """Encode stored documents with some encoders and set just those named vectors; returns seconds per encoder."""
+    vectors, timings = _encode(retriever, docs, encoders)
+    store.update_vectors(physical, {d.id: {n: vectors[n][i] for n in encoders} for i, d in enumerate(docs)})
+    return timings
+
+
+def _encode(
+    retriever: Any, docs: Sequence[Document], encoders: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each encoder's document vectors for ``docs``, and the seconds each took."""
     texts = [d.full_text for d in docs]
+    vectors: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    updates: dict[str, dict[str, Any]] = {d.id: {} for d in docs}
     for name in encoders:
         t0 = time.perf_counter()
-        vecs = retriever.encode_documents(texts, [name])[name]
+        vectors[name] = retriever.encode_documents(texts, [name])[name]
         timings[name] = time.perf_counter() - t0
-        for i, d in enumerate(docs):
-            updates[d.id][name] = vecs[i]
-    store.update_vectors(physical, updates)
-    return timings
+    return vectors, timings
 
 
 def backfill_vector(retriever: Any, store: Any, physical: str, expert: str, batch_size: int = 64) -> int:
@@ -178,8 +178,7 @@ def backfill_vector(retriever: Any, store: Any, physical: str, expert: str, batc
 
     n = 0
     for points in batched(iter_points(store, physical, batch_size), batch_size):
-        texts = [Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")).full_text for p in points]
-        vecs = retriever.encode_documents(texts, [expert])[expert]
-        store.update_vectors(physical, {p.doc_id: {expert: vecs[i]} for i, p in enumerate(points)})
+        docs = [Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")) for p in points]
+        update_documents(retriever, store, physical, docs, [expert])
         n += len(points)
     return n
