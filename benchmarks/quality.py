@@ -26,12 +26,18 @@ from ingest.beir import BeirDataset, discover, load_dataset
 from router.encoders import BASE, TextEncoder
 from router.evaluation import Run, mean
 from router.experts import Expert, ExpertRegistry
-from router.pilots import PilotScores, corpus_centroids
+from router.pilots import STACK_C, PilotScores, corpus_centroids
 from router.significance import paired_test
 from router.systems import EXTRA_SYSTEMS, PAPER_SYSTEMS, DatasetTables, SystemSuite, shares
 from router.training.data import domain_data
 from router.training.trainer import TrainConfig, held_out_queries, train_expert
-from router.validation import choose_corpus_weight, choose_margin, cross_validate, held_out_validate
+from router.validation import (
+    choose_corpus_weight,
+    choose_margin,
+    cross_validate,
+    domain_accuracy,
+    held_out_validate,
+)
 from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for, train_multi_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -229,6 +235,7 @@ class Bench:
         t0 = time.monotonic()
         margin, margin_scores = choose_margin(ps, names, base_train)
         corpus_weight, weight_scores = choose_corpus_weight(ps, names)
+        stacked_accuracy = domain_accuracy(ps, names, corpus_weight, stacked=True)
         self._timed(f"margin_validation_{mode}", t0)
         suite = SystemSuite(ps, names, {n: n for n in names}, margin=margin, corpus_weight=corpus_weight)
         systems: dict[str, dict[str, float]] = {}
@@ -300,12 +307,17 @@ class Bench:
             "corpus_weight_validation": {str(w): row for w, row in weight_scores.items()},
             "domain_accuracy": {
                 system: {
-                    d: round(float(np.mean([g == d for g in suite.library.guess_domains(t.base_emb, w)])), 4)
+                    d: round(float(np.mean([g == d for g in suite.library.guess_domains(t.base_emb, w, st)])), 4)
                     for d, t in tables.items()
                     if d in ps.domains
                 }
-                for system, w in (("router_retriever_domain", 0.0), ("router_retriever_corpus", corpus_weight))
+                for system, w, st in (
+                    ("router_retriever_domain", 0.0, False),
+                    ("router_retriever_corpus", corpus_weight, False),
+                    ("router_retriever_stacked", corpus_weight, True),
+                )
             },
+            "stacked_domain_accuracy_validation": stacked_accuracy,
             "experts": {
                 e.name: {
                     "sides": e.manifest.sides,
@@ -372,6 +384,7 @@ SERVABLE = {
     "router_retriever_topk": "topk",
     "router_retriever_domain": "domain",
     "router_retriever_corpus": "corpus",
+    "router_retriever_stacked": "stacked",
 }
 
 
@@ -417,6 +430,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Quality (nDCG@10 x 100, test splits) — commit {result['commit'][:10]}", ""]
     for mode, body in result["modes"].items():
         lines += [f"## mode: {mode}" + (" (default)" if mode == result["default_mode"] else ""), ""]
+        measured = body.get("commit", result["commit"])
+        if measured != result["commit"]:
+            took = ", ".join(f"{k} {v}" for k, v in body.get("seconds", {}).items())
+            lines += [f"Kept from an earlier run at commit {measured[:10]} (seconds: {took}); not rerun here.", ""]
         lines += ["| system | " + " | ".join(ds) + " | avg |", "|---|" + "---|" * (len(ds) + 1)]
         for name, row in body["systems"].items():
             lines.append(
@@ -490,6 +507,15 @@ def _corpus_lines(body: dict[str, Any]) -> list[str]:
         f"held-out training queries are placed in their own domain (macro, 5 folds x 3 seeds): {picks}.",
         "",
     ]
+    stacked = body.get("stacked_domain_accuracy_validation")
+    if stacked:
+        per = ", ".join(f"{d} {100 * v:.1f}%" for d, v in stacked.items() if d != "avg")
+        lines += [
+            f"Stacked rule: its domain model (a class-balanced logistic regression over every domain's query and "
+            f"corpus evidence, C {STACK_C}) places {100 * stacked['avg']:.1f}% of held-out training queries in "
+            f"their own domain (macro, same folds; {per}).",
+            "",
+        ]
     acc = body.get("domain_accuracy", {})
     if acc:
         ds = sorted(next(iter(acc.values())))
@@ -551,6 +577,34 @@ def print_table(console: Console, result: dict[str, Any]) -> None:
         console.print(table)
 
 
+def carried_modes(
+    out_dir: Path, datasets: Sequence[str], modes: Sequence[str], only: Sequence[str] | None
+) -> dict[str, dict[str, Any]]:
+    """The modes a run leaves out, as the quality.json already in ``out_dir`` holds them, so that rerunning one mode
+    (the query mode takes minutes from the cache, the query+document mode hours on a CPU when its cache is empty)
+    keeps the other. Each kept mode says which commit measured it and how long its steps took; it is kept only
+    when it covers the same datasets, and never for an --only run (whose folder is its own)."""
+    path = out_dir / "quality.json"
+    if only or not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # not a result this code can read: the new run replaces it
+    if not isinstance(old, dict) or old.get("datasets") != list(datasets):
+        return {}
+    kept: dict[str, dict[str, Any]] = {}
+    for mode, body in (old.get("modes") or {}).items():
+        if mode in modes or mode not in MODES:
+            continue
+        body = dict(body)
+        body.setdefault("commit", old.get("commit", "unknown"))  # results written before modes carried a commit
+        if "seconds" not in body:
+            body["seconds"] = {k: v for k, v in (old.get("seconds") or {}).items() if k.endswith(f"_{mode}")}
+        kept[mode] = body
+    return kept
+
+
 def run_quality(
     settings: Settings,
     data: Path,
@@ -576,6 +630,14 @@ def run_quality(
     out: dict[str, Any] = {"datasets": [d.name for d in datasets], "default_mode": "query", "modes": {}}
     for mode in modes:
         out["modes"][mode] = bench.run_mode(mode, datasets)
+        out["modes"][mode]["commit"] = commit
+    for mode, body in carried_modes(out_dir, out["datasets"], modes, only).items():
+        out["modes"][mode] = body
+        console.print(
+            f"[yellow]kept mode {mode} from the quality.json already in {out_dir} (commit "
+            f"{body['commit'][:10]}); rerun with --modes {mode} to measure it again[/]"
+        )
+    out["modes"] = {m: out["modes"][m] for m in MODES if m in out["modes"]}
     out["default_mode"], out["default_mode_reason"] = choose_default_mode(out["modes"])
     bench.seconds["total"] = round(time.monotonic() - start, 1)
     out["commit"] = commit

@@ -28,12 +28,15 @@ import numpy as np
 
 from core.errors import DataFormatError, InvalidInput, NotFound
 
-RULES = ("mean", "nearest", "topk", "weighted", "domain", "corpus")
+RULES = ("mean", "nearest", "topk", "weighted", "domain", "corpus", "stacked")
 BASE = "base"  # the base model, no expert: where a query goes when a rule can choose no expert
 MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
 CORPUS_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
 CORPUS_PILOTS = 64  # k-means centroids per domain's corpus: enough to cover it, small enough to ship (router.pilots)
 QUERY, CORPUS = "query", "corpus"  # the two kinds of pilot
+# The stacked rule's regularisation (inverse L2 strength of its logistic regression), chosen on held-out training
+# queries (README, "The stacked rule"); the regression is class-balanced, so a small domain is not outvoted.
+STACK_C = 10.0
 
 
 def domain_scores(
@@ -83,6 +86,8 @@ def aggregate(
     margin: float = 0.0,
     corpus: np.ndarray | None = None,
     corpus_weight: float = 0.0,
+    stacker: DomainStacker | None = None,
+    domain_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Per-expert scores from query-to-pilot similarities; the one implementation of every rule.
 
@@ -101,6 +106,10 @@ def aggregate(
       second by less than ``margin`` is ambiguous: every expert gets -inf and the query goes to the base model.
     - ``corpus``: the domain rule, with the domain told by its query pilots and its corpus pilots together, weighted
       by ``corpus_weight`` (:func:`domain_scores`; chosen on held-out queries, ``router.validation``).
+    - ``stacked``: the domain rule, with the domain told by ``stacker`` (:class:`DomainStacker`), a logistic
+      regression over both pieces of evidence of every domain, fitted on the training queries; ``domain_names``
+      names the domains that ``domain_of`` indexes. An expert's score is its domain's log-probability. The margin
+      does not apply (it is chosen for the domain rule's similarities, not for probabilities).
     """
     if rule not in RULES:
         raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
@@ -112,6 +121,24 @@ def aggregate(
     domain_of = np.asarray(domain_of, dtype=int)
     is_corpus = np.zeros(sims.shape[1], dtype=bool) if corpus is None else np.asarray(corpus, dtype=bool)
     out = np.full((len(sims), n_experts), -np.inf, dtype=np.float32)
+    if rule == "stacked":
+        if not (~is_corpus).any():
+            return out
+        ev_q, idx, leaders = domain_scores(sims, owner, domain_of, sizes, is_corpus, 0.0)
+        if len(idx) == 1:  # one domain: nothing to tell apart, its leader takes every query (probability 1)
+            out[:, leaders[0]] = 0.0
+            return out
+        if stacker is None or domain_names is None:
+            raise InvalidInput(
+                "the stacked rule needs the pilot library's domain model; rebuild the library from its training "
+                "queries (pilot_scores.npz, `rr bench quality`)",
+                field="rule",
+            )
+        ev_c, _, _ = domain_scores(sims, owner, domain_of, sizes, is_corpus, 1.0)
+        logp = stacker.log_probabilities(ev_q, ev_c, [domain_names[int(i)] for i in idx])
+        for j, leader in enumerate(leaders):
+            out[:, leader] = np.maximum(out[:, leader], logp[:, j])
+        return out
     if rule in ("domain", "corpus"):
         if not (~is_corpus).any():
             return out
@@ -149,6 +176,92 @@ def aggregate(
                 m = np.nanmean(cols, axis=1)
             out[:, e] = np.where(np.isnan(m), -np.inf, m)
     return out
+
+
+@dataclass
+class DomainStacker:
+    """The stacked rule's domain step: a multinomial logistic regression that reads, for every domain, the query
+    evidence (similarity to the centroid of its training queries) and the corpus evidence (similarity to its
+    nearest corpus pilot) and gives the probability that a query comes from each domain.
+
+    The corpus rule adds the two with one weight for every domain; the regression weighs them per domain, so a
+    domain whose corpus looks like another's (SciFact's and NFCorpus's abstracts) can lean on its queries, and one
+    with few queries (MED) on its documents. It has 2 x D x D + D numbers, is fitted on the training queries in
+    seconds (:func:`fit_stacker`) and travels in pilots.json."""
+
+    domains: list[str]
+    coef: np.ndarray  # (D, 2D): per class, weights on [query evidence of every domain, corpus evidence of every domain]
+    intercept: np.ndarray  # (D,)
+
+    def log_probabilities(self, query_ev: np.ndarray, corpus_ev: np.ndarray, present: Sequence[str]) -> np.ndarray:
+        """(n, len(present)) log-probabilities; the evidence columns and the result follow ``present``, which must
+        hold exactly the domains the model was fitted on."""
+        if sorted(present) != sorted(self.domains):
+            raise InvalidInput(
+                f"the stacked rule's domain model covers {sorted(self.domains)} but the pilots cover "
+                f"{sorted(present)}; rebuild the pilot library",
+                field="rule",
+            )
+        order = [list(present).index(d) for d in self.domains]
+        x = np.concatenate([np.asarray(query_ev)[:, order], np.asarray(corpus_ev)[:, order]], axis=1)
+        z = x.astype(np.float64) @ self.coef.T + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        out = np.empty_like(logp)
+        out[:, order] = logp
+        return out.astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domains": self.domains,
+            "coef": [[round(float(v), 7) for v in row] for row in self.coef],
+            "intercept": [round(float(v), 7) for v in self.intercept],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DomainStacker:
+        domains = [str(d) for d in data["domains"]]
+        coef = np.asarray(data["coef"], dtype=np.float64)
+        intercept = np.asarray(data["intercept"], dtype=np.float64)
+        if coef.shape != (len(domains), 2 * len(domains)) or intercept.shape != (len(domains),):
+            raise InvalidInput(
+                f"the stacked rule's domain model has {len(domains)} domains but weights of shape {coef.shape} "
+                f"and {intercept.shape}",
+                field="stacker",
+            )
+        return cls(domains, coef, intercept)
+
+
+def fit_stacker(
+    library: PilotLibrary, embeddings: Mapping[str, np.ndarray], c: float = STACK_C
+) -> DomainStacker | None:
+    """Fit the stacked rule's domain model on the training queries' BASE embeddings (per domain), with the
+    library's pilots as the evidence; None where fewer than two domains have query pilots (nothing to tell
+    apart). Deterministic: the same pilots and queries give the same weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    query_domains = sorted({library.domains[int(j)] for j in np.unique(library.domain_of[~library.corpus])})
+    if len(query_domains) < 2:
+        return None
+    missing = [d for d in query_domains if d not in embeddings or not len(embeddings[d])]
+    if missing:
+        raise InvalidInput(f"no training queries for domains {missing} to fit the stacked rule on", field="domains")
+    feats, labels = [], []
+    for d in query_domains:
+        sims = np.asarray(embeddings[d], dtype=np.float32) @ library.matrix.T
+        args = (library.owner, library.domain_of, library.sizes, library.corpus)
+        ev_q, idx, _ = domain_scores(sims, *args, 0.0)
+        ev_c, _, _ = domain_scores(sims, *args, 1.0)
+        order = [library.domains[int(i)] for i in idx]
+        perm = [order.index(x) for x in query_domains]
+        feats.append(np.concatenate([ev_q[:, perm], ev_c[:, perm]], axis=1))
+        labels += [query_domains.index(d)] * len(sims)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+    model.fit(np.concatenate(feats).astype(np.float64), np.asarray(labels))
+    coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
+    if len(query_domains) == 2:  # scikit-learn fits one logit for two classes: the first class's is 0
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return DomainStacker(query_domains, coef, intercept)
 
 
 @dataclass
@@ -286,6 +399,7 @@ class PilotScores:
                 for vec, size in zip(self.corpus[domain], self.corpus_sizes[domain], strict=True):
                     pilots.append(Pilot(leader, domain, int(size), vec, CORPUS))
         lib = PilotLibrary(pilots, names)
+        lib.training_queries = {p.domain: self.embeddings[p.domain] for p in pilots if p.kind == QUERY}
         if like is not None:
             lib.rule, lib.margin, lib.corpus_weight = like.rule, like.margin, like.corpus_weight
         return lib
@@ -338,6 +452,8 @@ class PilotLibrary:
         self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose another (quality.py)
         self.margin = 0.0  # the domain rule's fallback to the base model (router.validation.choose_margin)
         self.corpus_weight = 0.0  # the corpus rule's weight on corpus pilots (router.validation.choose_corpus_weight)
+        self.stacker: DomainStacker | None = None  # the stacked rule's domain model (fit_stacker), fitted when needed
+        self.training_queries: dict[str, np.ndarray] = {}  # base embeddings per domain that the stacker is fitted on
         self.pilots = list(pilots)
         self.experts = sorted(experts) if experts is not None else sorted({p.expert for p in self.pilots})
         kinds = {p.kind for p in self.pilots} - {QUERY, CORPUS}
@@ -369,6 +485,13 @@ class PilotLibrary:
     def __len__(self) -> int:
         return len(self.pilots)
 
+    def domain_model(self) -> DomainStacker | None:
+        """The stacked rule's domain model: loaded with the library, or fitted on its training queries on first
+        use; None where the library has neither (a library saved without it, or a single domain)."""
+        if self.stacker is None and self.training_queries:
+            self.stacker = fit_stacker(self, self.training_queries)
+        return self.stacker
+
     def expert_scores(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> np.ndarray:
         """(n_queries, n_routable) scores per expert under ``rule``; higher is better."""
         q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
@@ -384,16 +507,27 @@ class PilotLibrary:
             self.margin,
             self.corpus,
             self.corpus_weight,
+            self.domain_model() if rule == "stacked" else None,
+            self.domains,
         )
 
-    def guess_domains(self, query_embeddings: np.ndarray, corpus_weight: float | None = None) -> list[str]:
+    def guess_domains(
+        self, query_embeddings: np.ndarray, corpus_weight: float | None = None, stacked: bool = False
+    ) -> list[str]:
         """The domain each query most looks like, as the domain and corpus rules see it (``corpus_weight`` 0: the
-        domain rule; default: the library's weight)."""
+        domain rule; default: the library's weight), or with ``stacked`` as the stacked rule's domain model does."""
         q = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        sims = q @ self.matrix.T
+        if stacked:
+            model = self.domain_model()
+            if model is None:
+                raise InvalidInput("this pilot library has no domain model for the stacked rule", field="rule")
+            ev_q, idx, _ = domain_scores(sims, self.owner, self.domain_of, self.sizes, self.corpus, 0.0)
+            ev_c, _, _ = domain_scores(sims, self.owner, self.domain_of, self.sizes, self.corpus, 1.0)
+            names = [self.domains[int(i)] for i in idx]
+            return [names[j] for j in model.log_probabilities(ev_q, ev_c, names).argmax(axis=1)]
         weight = self.corpus_weight if corpus_weight is None else corpus_weight
-        per_domain, idx, _ = domain_scores(
-            q @ self.matrix.T, self.owner, self.domain_of, self.sizes, self.corpus, weight
-        )
+        per_domain, idx, _ = domain_scores(sims, self.owner, self.domain_of, self.sizes, self.corpus, weight)
         return [self.domains[int(idx[j])] for j in per_domain.argmax(axis=1)]
 
     def route(self, query_embeddings: np.ndarray, rule: str = "mean", k: int = 3) -> list[RouteDecision]:
@@ -414,6 +548,7 @@ class PilotLibrary:
             "rule": self.rule,
             "margin": self.margin,
             "corpus_weight": self.corpus_weight,
+            **({"stacker": model.to_json()} if (model := self.domain_model()) is not None else {}),
             "pilots": [
                 {
                     "expert": p.expert,
@@ -435,6 +570,8 @@ class PilotLibrary:
         lib = cls(pilots, data.get("experts"), data.get("rule", "mean"))
         lib.margin = float(data.get("margin", 0.0))
         lib.corpus_weight = float(data.get("corpus_weight", 0.0))
+        if "stacker" in data:  # libraries saved before the stacked rule have none
+            lib.stacker = DomainStacker.from_json(data["stacker"])
         return lib
 
     def save(self, path: str | Path) -> None:

@@ -278,6 +278,7 @@ class Retriever:
         ]
         experts = sorted({h.payload["expert"] for h in hits})
         domains = sorted({h.payload.get("domain", "") for h in hits})
+        stacked = self.library.rule == "stacked"
         agg = aggregate(
             np.array([[h.score for h in hits]], dtype=np.float32),
             np.array([experts.index(h.payload["expert"]) for h in hits]),
@@ -288,8 +289,12 @@ class Retriever:
             margin=self.library.margin,
             corpus=np.array([h.payload.get("kind", QUERY) == CORPUS for h in hits], dtype=bool),
             corpus_weight=self.library.corpus_weight,
+            stacker=self.library.domain_model() if stacked else None,
+            domain_names=domains,
         )[0]
-        scores = {e: float(v) for e, v in zip(experts, agg, strict=True) if np.isfinite(v)}
+        # The stacked rule reads every domain's evidence (its model was fitted on all of them), so its pilots are
+        # fetched for every expert and the experts not allowed are dropped here.
+        scores = {e: float(v) for e, v in zip(experts, agg, strict=True) if np.isfinite(v) and e in candidates}
         t2 = time.perf_counter()
         timings = {"base_pass_ms": (t1 - t0) * 1000, "pilots_ms": (t2 - t1) * 1000}
         if not scores:
@@ -301,13 +306,15 @@ class Retriever:
 def _pilot_requests(library: PilotLibrary, vector: np.ndarray, candidates: Sequence[str]) -> list[SearchRequest]:
     """The searches that give :func:`router.pilots.aggregate` all it reads under the library's rule: every
     Algorithm-1 pilot of the candidate experts and, for the corpus rule, each domain's single nearest corpus pilot
-    (the rule takes the max over them, so the other corpus pilots cannot change a score)."""
+    (the rule takes the max over them, so the other corpus pilots cannot change a score). The stacked rule reads
+    the same, for every expert of the library: its domain model weighs every domain's evidence."""
     n_query = int((~library.corpus).sum())  # the library's own arrays: no pass over its pilots per query
-    requests = [SearchRequest(vector, max(1, n_query), {"expert": list(candidates), "kind": QUERY})]
-    if library.rule == "corpus" and library.corpus_weight > 0:
+    experts = list(library.routable) if library.rule == "stacked" else list(candidates)
+    requests = [SearchRequest(vector, max(1, n_query), {"expert": experts, "kind": QUERY})]
+    if library.rule == "stacked" or (library.rule == "corpus" and library.corpus_weight > 0):
         for j in np.unique(library.domain_of[library.corpus]):
             d = library.domains[int(j)]
-            requests.append(SearchRequest(vector, 1, {"expert": list(candidates), "kind": CORPUS, "domain": d}))
+            requests.append(SearchRequest(vector, 1, {"expert": experts, "kind": CORPUS, "domain": d}))
     return requests
 
 

@@ -34,6 +34,7 @@ EXTRA_SYSTEMS = (
     "router_retriever_weighted",
     "router_retriever_domain",
     "router_retriever_corpus",
+    "router_retriever_stacked",
     "router_retriever_fusion",
 )
 
@@ -129,6 +130,8 @@ class SystemSuite:
             return [r.expert for r in self.library.route(t.base_emb, "domain")]
         if system == "router_retriever_corpus":
             return [r.expert for r in self.library.route(t.base_emb, "corpus")]
+        if system == "router_retriever_stacked":
+            return [r.expert for r in self.library.route(t.base_emb, "stacked")]
         if system == "router_retriever_loo":
             return [r.expert for r in self.loo_library(t.name).route(t.base_emb, "mean")]
         if system == "dataset_oracle":

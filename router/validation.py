@@ -28,6 +28,7 @@ VALIDATED = (
     "router_retriever_weighted",
     "router_retriever_domain",
     "router_retriever_corpus",
+    "router_retriever_stacked",
     "dataset_router",
     "expert_classifier_router",
     "classification_head_router",
@@ -220,16 +221,18 @@ def domain_accuracy(
     corpus_weight: float,
     folds: int = 5,
     seeds: Sequence[int] = (0, 1, 2),
+    stacked: bool = False,
 ) -> dict[str, float]:
     """How often a held-out training query is placed in its own domain by the domain step of the corpus rule
-    (``corpus_weight`` 0: the domain rule), per domain and macro-averaged; same folds as :func:`cross_validate`."""
+    (``corpus_weight`` 0: the domain rule), or with ``stacked`` of the stacked rule (whose domain model is fitted
+    on the other folds), per domain and macro-averaged; same folds as :func:`cross_validate`."""
     hits: dict[str, list[bool]] = {d: [] for d in sorted(pilot_scores.domains)}
     for held in _folds(pilot_scores, folds, seeds):
         fit, _ = _fit_part(pilot_scores, held)
         lib: PilotLibrary = fit.build(sorted(experts))
         for d, mask in held.items():
             if mask.any():
-                hits[d] += [g == d for g in lib.guess_domains(pilot_scores.embeddings[d][mask], corpus_weight)]
+                hits[d] += [g == d for g in lib.guess_domains(pilot_scores.embeddings[d][mask], corpus_weight, stacked)]
     row = {d: round(float(np.mean(v)), 4) for d, v in hits.items() if v}
     row["avg"] = round(float(np.mean(list(row.values()))), 4)
     return row

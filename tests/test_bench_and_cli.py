@@ -141,6 +141,45 @@ def test_rerun_from_cache_trains_nothing(bench: tuple[dict, Path], tiny_model: P
     assert again["modes"]["query"]["systems"] == out["modes"]["query"]["systems"]
 
 
+def test_rerunning_one_mode_keeps_the_other_with_its_provenance(
+    bench: tuple[dict, Path],  # type: ignore[type-arg]
+    tiny_model: Path,
+    beir_root: Path,
+) -> None:
+    import shutil
+
+    out, root = bench
+    folder = root / "one-mode"
+    shutil.copytree(root / "results", folder)
+    before = json.loads((folder / "quality.json").read_text())
+    before["modes"]["query+document"]["commit"] = "0123456789abcdef"  # as if measured by an earlier commit
+    (folder / "quality.json").write_text(json.dumps(before))
+    again = run_quality(
+        make_settings(tiny_model, root),
+        beir_root,
+        ("query",),
+        None,
+        train_budget_s=30,
+        max_epochs=2,
+        out_dir=folder,
+        console=Console(quiet=True),
+    )
+    assert list(again["modes"]) == ["query", "query+document"]
+    kept = again["modes"]["query+document"]
+    assert kept["commit"] == "0123456789abcdef" and kept["systems"] == out["modes"]["query+document"]["systems"]
+    assert set(kept["seconds"]) and all(k.endswith("_query+document") for k in kept["seconds"])
+    assert again["modes"]["query"]["commit"] == again["commit"]
+    assert "Kept from an earlier run at commit 0123456789" in (folder / "quality.md").read_text()
+    # A result on other datasets is not mixed in: the rerun's file holds its own mode only.
+    other = json.loads((folder / "quality.json").read_text())
+    other["datasets"] = ["aero"]
+    (folder / "quality.json").write_text(json.dumps(other))
+    alone = run_quality(
+        make_settings(tiny_model, root), beir_root, ("query",), None, 30, 2, folder, Console(quiet=True)
+    )
+    assert list(alone["modes"]) == ["query"]
+
+
 def test_cli_eval_and_experts_list(
     bench: tuple[dict, Path],
     tiny_model: Path,

@@ -287,3 +287,61 @@ def test_corpus_pilots_are_built_persisted_and_follow_their_domain_leader(scores
     assert {p.expert for p in again.build(["B"]).pilots if p.kind == CORPUS} == {"B"}
     again.remove_domain("d1")
     assert "d1" not in again.corpus
+
+
+def _stacked_case() -> PilotScores:
+    """Two domains whose corpus misleads the corpus rule: d2's documents look like d1's queries (the x axis),
+    d1's documents look like neither domain's queries (the z axis)."""
+    rng = np.random.default_rng(0)
+    ps = PilotScores()
+    for d, axis, winner in (("d1", 0, "A"), ("d2", 1, "B")):
+        emb = np.zeros((20, 4), dtype=np.float32)
+        emb[:, axis] = 1.0
+        emb[:, 3] = rng.uniform(0.0, 0.3, 20)  # a little spread, so the regression has something to fit
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        ps.add_domain(d, [f"{d}-{i}" for i in range(20)], emb)
+        ps.set_scores(d, "A", np.full(20, 0.9 if winner == "A" else 0.1))
+        ps.set_scores(d, "B", np.full(20, 0.9 if winner == "B" else 0.1))
+    ps.corpus["d1"], ps.corpus_sizes["d1"] = np.stack([_unit(0, 0, 1, 0)]), np.array([100])
+    ps.corpus["d2"], ps.corpus_sizes["d2"] = np.stack([_unit(1, 0, 0, 0)]), np.array([100])
+    return ps
+
+
+def test_stacked_rule_learns_which_evidence_tells_each_domain() -> None:
+    lib = _stacked_case().build(["A", "B"])
+    lib.corpus_weight = 0.5
+    q = _unit(1, 0, 0, 0.1)[None, :]  # a d1 query: on d1's queries and on d2's documents
+    assert lib.route(q, "corpus")[0].expert == "B"  # the corpus rule adds the two evidences: d2's documents win
+    d = lib.route(q, "stacked")[0]
+    assert d.expert == "A" and lib.guess_domains(q, stacked=True) == ["d1"]
+    # Scores are each domain leader's log-probability: they sum to one as probabilities.
+    assert sum(np.exp(v) for v in d.scores.values()) == pytest.approx(1.0, abs=1e-5)
+    model = lib.domain_model()
+    assert model is not None and model.domains == ["d1", "d2"] and model.coef.shape == (2, 4)
+    # The model travels in pilots.json: a library read back routes the same without its training queries.
+    again = PilotLibrary.from_json(json.loads(json.dumps(lib.to_json())))
+    assert not again.training_queries and again.stacker is not None
+    np.testing.assert_allclose(again.expert_scores(q, "stacked"), lib.expert_scores(q, "stacked"), atol=1e-5)
+
+
+def test_stacked_rule_errors_and_refits_when_the_domains_change() -> None:
+    from router.pilots import DomainStacker, aggregate
+
+    ps = _stacked_case()
+    q = _unit(1, 0, 0, 0.1)[None, :]
+    bare = PilotLibrary.from_json({k: v for k, v in ps.build(["A", "B"]).to_json().items() if k != "stacker"})
+    with pytest.raises(InvalidInput, match="domain model"):
+        bare.route(q, "stacked")
+    with pytest.raises(InvalidInput, match="domain model"):
+        aggregate(np.ones((1, 2)), np.zeros(2), np.arange(2), np.ones(2), 1, "stacked")
+    stale = DomainStacker(["d1", "d9"], np.zeros((2, 4)), np.zeros(2))
+    bare.stacker = stale
+    with pytest.raises(InvalidInput, match="rebuild the pilot library"):
+        bare.route(q, "stacked")
+    with pytest.raises(InvalidInput, match="weights of shape"):
+        DomainStacker.from_json({"domains": ["d1", "d2"], "coef": [[0.0]], "intercept": [0.0, 0.0]})
+    # Without d2, one domain is left: nothing to tell apart, no model; the rule routes to d1's leader.
+    ps.remove_domain("d2")
+    one = ps.build(["A", "B"])
+    assert one.domain_model() is None and "stacker" not in one.to_json()
+    assert one.route(q, "stacked")[0].expert == "A" and one.route(q, "stacked")[0].scores["A"] == 0.0

@@ -19,7 +19,7 @@ from tests.platform_fixtures import build_pilot_scores, train_tiny_expert
 QUERIES = ["protein in the cell", "supersonic wing flow", "cancer drug trial", "shock boundary layer", "heat plate"]
 
 
-@pytest.mark.parametrize("rule", ["mean", "weighted", "nearest", "topk", "domain", "corpus"])
+@pytest.mark.parametrize("rule", ["mean", "weighted", "nearest", "topk", "domain", "corpus", "stacked"])
 def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: Path, tmp_path: Path, rule: str) -> None:
     reg_root = tmp_path / "experts"
     reg_root.mkdir()
@@ -27,14 +27,14 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     for n, p in experts.items():
         shutil.copytree(p, reg_root / n)
     ps = build_pilot_scores(tiny_model, beir_root, experts)
-    if rule == "corpus":  # each domain's documents become its corpus pilots, read with half the weight
+    if rule in ("corpus", "stacked"):  # each domain's documents become its corpus pilots
         enc = TextEncoder(str(tiny_model), bf16=False)
         for d in ("aero", "bio"):
             ps.add_corpus(d, enc.encode([x.full_text for x in load_dataset(beir_root / d).corpus]), n_pilots=4)
     ps.save(reg_root / SCORES_FILE)
     lib = ps.build(["aero", "bio"])
     lib.rule = rule
-    lib.corpus_weight = 0.5 if rule == "corpus" else 0.0
+    lib.corpus_weight = 0.5 if rule in ("corpus", "stacked") else 0.0
     if rule == "domain":  # a margin between the queries' domain gaps: some fall back to the base model
         base_emb = TextEncoder(str(tiny_model), bf16=False).encode(QUERIES)
         sims = base_emb @ lib.matrix.T
@@ -52,7 +52,7 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     store = EdgeStore(tmp_path / "store")
     r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root), store)
     assert r.library is not None and r.library.rule == rule
-    if rule == "corpus":
+    if rule in ("corpus", "stacked"):
         assert len(r.library) == len(lib) and int(r.library.corpus.sum()) == 8
         assert sum(1 for _ in iter_points(store, PILOT_COLLECTION)) == len(lib)
     base = r.encoder.encode(QUERIES)
@@ -65,6 +65,10 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
             else:  # the rule cannot choose this expert (domain: it leads no domain)
                 assert e not in online.scores
         assert online.expert == lib.route(base[i : i + 1], rule)[0].expert
+    if rule == "stacked":  # a tenant allowed one expert: the model still reads every domain, one expert is left
+        assert r.library.stacker is not None
+        for q in QUERIES:
+            assert set(r.route(q, allowed=["bio"]).scores) == {"bio"}
     if rule == "domain":
         chosen = {d.expert for d in lib.route(base, rule)}
         assert "base" in chosen and chosen - {"base"}  # both the fallback and an expert were exercised
