@@ -259,7 +259,8 @@ def route(
     query: str,
     sides: Mode = "query",
     rule: Annotated[
-        str | None, typer.Option(help="mean, nearest, topk, weighted, domain, corpus or stacked (default: the served one)")
+        str | None,
+        typer.Option(help="mean, nearest, topk, weighted, domain, corpus or stacked (default: the served one)"),
     ] = None,
 ) -> None:
     """Show which expert a query is routed to, and the per-expert scores."""

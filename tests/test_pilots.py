@@ -300,8 +300,8 @@ def _stacked_case() -> PilotScores:
         emb[:, 3] = rng.uniform(0.0, 0.3, 20)  # a little spread, so the regression has something to fit
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         ps.add_domain(d, [f"{d}-{i}" for i in range(20)], emb)
-        ps.set_scores(d, "A", np.full(20, 0.9 if winner == "A" else 0.1))
-        ps.set_scores(d, "B", np.full(20, 0.9 if winner == "B" else 0.1))
+        ps.set_scores(d, "A", [0.9 if winner == "A" else 0.1] * 20)
+        ps.set_scores(d, "B", [0.9 if winner == "B" else 0.1] * 20)
     ps.corpus["d1"], ps.corpus_sizes["d1"] = np.stack([_unit(0, 0, 1, 0)]), np.array([100])
     ps.corpus["d2"], ps.corpus_sizes["d2"] = np.stack([_unit(1, 0, 0, 0)]), np.array([100])
     return ps
