@@ -75,6 +75,17 @@ def domain_scores(
     return per_domain, domains, leaders
 
 
+def domain_evidence(
+    sims: np.ndarray, owner: np.ndarray, domain_of: np.ndarray, sizes: np.ndarray, corpus: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both pieces of evidence of every domain with query pilots, as the stacked rule reads them: the query evidence
+    and the corpus evidence (:func:`domain_scores` at weight 0 and 1), each (n_queries, n_domains), then each
+    domain's index and leader."""
+    ev_q, idx, leaders = domain_scores(sims, owner, domain_of, sizes, corpus, 0.0)
+    ev_c, _, _ = domain_scores(sims, owner, domain_of, sizes, corpus, 1.0)
+    return ev_q, ev_c, idx, leaders
+
+
 def aggregate(
     sims: np.ndarray,
     owner: np.ndarray,
@@ -124,7 +135,7 @@ def aggregate(
     if rule == "stacked":
         if not (~is_corpus).any():
             return out
-        ev_q, idx, leaders = domain_scores(sims, owner, domain_of, sizes, is_corpus, 0.0)
+        ev_q, ev_c, idx, leaders = domain_evidence(sims, owner, domain_of, sizes, is_corpus)
         if len(idx) == 1:  # one domain: nothing to tell apart, its leader takes every query (probability 1)
             out[:, leaders[0]] = 0.0
             return out
@@ -134,7 +145,6 @@ def aggregate(
                 "queries (pilot_scores.npz, `rr bench quality`)",
                 field="rule",
             )
-        ev_c, _, _ = domain_scores(sims, owner, domain_of, sizes, is_corpus, 1.0)
         logp = stacker.log_probabilities(ev_q, ev_c, [domain_names[int(i)] for i in idx])
         for j, leader in enumerate(leaders):
             out[:, leader] = np.maximum(out[:, leader], logp[:, j])
@@ -203,8 +213,7 @@ class DomainStacker:
                 field="rule",
             )
         order = [list(present).index(d) for d in self.domains]
-        x = np.concatenate([np.asarray(query_ev)[:, order], np.asarray(corpus_ev)[:, order]], axis=1)
-        z = x.astype(np.float64) @ self.coef.T + self.intercept
+        z = _features(query_ev, corpus_ev, order) @ self.coef.T + self.intercept
         z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         out = np.empty_like(logp)
@@ -232,6 +241,12 @@ class DomainStacker:
         return cls(domains, coef, intercept)
 
 
+def _features(query_ev: np.ndarray, corpus_ev: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """The regression's input: every domain's query evidence, then every domain's corpus evidence, in the model's
+    domain order (``order`` gives each model domain's column in the evidence)."""
+    return np.concatenate([np.asarray(query_ev)[:, order], np.asarray(corpus_ev)[:, order]], axis=1).astype(np.float64)
+
+
 def fit_stacker(
     library: PilotLibrary, embeddings: Mapping[str, np.ndarray], c: float = STACK_C
 ) -> DomainStacker | None:
@@ -249,15 +264,12 @@ def fit_stacker(
     feats, labels = [], []
     for d in query_domains:
         sims = np.asarray(embeddings[d], dtype=np.float32) @ library.matrix.T
-        args = (library.owner, library.domain_of, library.sizes, library.corpus)
-        ev_q, idx, _ = domain_scores(sims, *args, 0.0)
-        ev_c, _, _ = domain_scores(sims, *args, 1.0)
-        order = [library.domains[int(i)] for i in idx]
-        perm = [order.index(x) for x in query_domains]
-        feats.append(np.concatenate([ev_q[:, perm], ev_c[:, perm]], axis=1))
+        ev_q, ev_c, idx, _ = domain_evidence(sims, library.owner, library.domain_of, library.sizes, library.corpus)
+        present = [library.domains[int(i)] for i in idx]
+        feats.append(_features(ev_q, ev_c, [present.index(x) for x in query_domains]))
         labels += [query_domains.index(d)] * len(sims)
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-    model.fit(np.concatenate(feats).astype(np.float64), np.asarray(labels))
+    model.fit(np.concatenate(feats), np.asarray(labels))
     coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
     if len(query_domains) == 2:  # scikit-learn fits one logit for two classes: the first class's is 0
         coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
@@ -522,8 +534,7 @@ class PilotLibrary:
             model = self.domain_model()
             if model is None:
                 raise InvalidInput("this pilot library has no domain model for the stacked rule", field="rule")
-            ev_q, idx, _ = domain_scores(sims, self.owner, self.domain_of, self.sizes, self.corpus, 0.0)
-            ev_c, _, _ = domain_scores(sims, self.owner, self.domain_of, self.sizes, self.corpus, 1.0)
+            ev_q, ev_c, idx, _ = domain_evidence(sims, self.owner, self.domain_of, self.sizes, self.corpus)
             names = [self.domains[int(i)] for i in idx]
             return [names[j] for j in model.log_probabilities(ev_q, ev_c, names).argmax(axis=1)]
         weight = self.corpus_weight if corpus_weight is None else corpus_weight
