@@ -180,6 +180,21 @@ def test_rerunning_one_mode_keeps_the_other_with_its_provenance(
     assert list(alone["modes"]) == ["query"]
 
 
+def test_a_run_keeps_no_other_mode_from_an_unreadable_file_or_for_a_subset(tmp_path: Path) -> None:
+    from benchmarks.quality import carried_modes
+
+    path = tmp_path / "quality.json"
+    body = {"systems": {}, "commit": "abc"}
+    path.write_text(json.dumps({"datasets": ["aero", "bio"], "modes": {"query+document": body}, "commit": "abc"}))
+    assert set(carried_modes(tmp_path, ["aero", "bio"], ["query"], None)) == {"query+document"}
+    assert carried_modes(tmp_path, ["aero", "bio"], ["query"], ["aero"]) == {}  # --only writes its own folder
+    assert carried_modes(tmp_path, ["aero", "bio"], ["query", "query+document"], None) == {}  # both rerun
+    path.write_text('{"datasets": ["aero", "bio"], "modes": {')  # cut short: the new run replaces it
+    assert carried_modes(tmp_path, ["aero", "bio"], ["query"], None) == {}
+    path.write_bytes(b"\xff\xfe")
+    assert carried_modes(tmp_path, ["aero", "bio"], ["query"], None) == {}
+
+
 def test_cli_eval_and_experts_list(
     bench: tuple[dict, Path],
     tiny_model: Path,

@@ -195,6 +195,15 @@ def test_a_malformed_pilot_library_is_an_error_naming_the_file(scores: PilotScor
     with pytest.raises(InvalidInput, match="unknown routing rule") as bad_rule:
         PilotLibrary.load(path)
     assert str(path) in str(bad_rule.value)
+    # The stacked rule's model: missing weights, or weights of the wrong shape, name the file too.
+    path.write_text(json.dumps({**good, "stacker": {"domains": ["d1", "d2"]}}))
+    with pytest.raises(DataFormatError, match="not a pilot library") as err:
+        PilotLibrary.load(path)
+    assert str(path) in str(err.value)
+    path.write_text(json.dumps({**good, "stacker": {"domains": ["d1", "d2"], "coef": [[1.0]], "intercept": [0, 0]}}))
+    with pytest.raises(InvalidInput, match="weights of shape") as err2:
+        PilotLibrary.load(path)
+    assert str(path) in str(err2.value)
     with pytest.raises(NotFound, match="rr bench quality"):
         PilotLibrary.load(tmp_path / "none.json")
 
