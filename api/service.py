@@ -53,9 +53,14 @@ def create_collection(rt: Any, tenant: str, name: str, expert: str | None = None
         raise Conflict(f"collection {name!r} exists")
     # The store collection first, then its record: a failed create leaves neither behind.
     rt.store.create_collection(physical, {e: rt.retriever.encoder.dim for e in rt.retriever.document_encoders})
+    experts = [e for e in rt.retriever.document_encoders if e != BASE]
     try:
         info: CollectionInfo = rt.meta.add_collection(
-            tenant, name, expert, {e: "done" for e in rt.retriever.document_encoders if e != BASE}
+            tenant,
+            name,
+            expert,
+            {e: "done" for e in experts},
+            {e: rt.retriever.encoder.adapter_fingerprint(e) for e in experts},
         )
     except Exception:
         try:
@@ -126,9 +131,27 @@ def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
-    """Experts a query on this collection may go to: query-side ones, and document-side ones whose backfill is done."""
+    """Experts a query on this collection may go to: query-side ones, and document-side ones whose backfill is done
+    with the adapter now loaded. A document-side expert replaced under its name since (``rr experts train
+    --replace``, files copied in) holds the old adapter's vectors: it is backfilled anew, and routed to once done."""
     r = rt.retriever
-    return [e for e in r.experts if r.vector_for(e) == BASE or info.backfill.get(e) == "done"]
+    out: list[str] = []
+    stale: list[str] = []
+    for e in r.experts:
+        if r.vector_for(e) == BASE:
+            out.append(e)
+        elif info.backfill.get(e) == "done":
+            try:
+                fp = r.encoder.adapter_fingerprint(e)
+            except NotFound:  # unloaded by another thread's refresh just now
+                continue
+            (out if info.vectors_from.get(e, fp) == fp else stale).append(e)
+    for e in stale:
+        log.info("expert %r was replaced since collection %s/%s was encoded: backfilling it", e, info.tenant, info.name)
+        rt.meta.set_backfill(info.tenant, info.name, e, "pending")
+        info.backfill[e] = "pending"
+        rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=e)
+    return out
 
 
 def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, Any]:

@@ -224,6 +224,13 @@ class TextEncoder:
             if not self._experts:
                 self._peft = None
 
+    def adapter_fingerprint(self, name: str) -> str:
+        """The fingerprint of a loaded expert's adapter files alone (the same on every machine that loads them)."""
+        with self._lock:
+            if name not in self._experts:
+                raise NotFound(f"no expert {name!r} is loaded (loaded: {', '.join(self.experts) or 'none'})")
+            return self._experts[name]
+
     def fingerprint(self, expert: str | None, side: Side) -> str:
         """Identifies exactly what produces a vector: base, adapter, side's max length and precision."""
         length = self.query_max_length if side == "query" else self.doc_max_length

@@ -35,6 +35,8 @@ class CollectionInfo:
     pinned_expert: str | None
     created_at: float
     backfill: dict[str, str] = field(default_factory=dict)  # expert -> pending | running | done | failed
+    # expert -> fingerprint of the adapter its stored document vectors were encoded with (one missing: the current)
+    vectors_from: dict[str, str] = field(default_factory=dict)
 
     @property
     def physical(self) -> str:
@@ -110,11 +112,16 @@ class MetaStore:
         return f"collection:{tenant}/{name}"
 
     def add_collection(
-        self, tenant: str, name: str, pinned_expert: str | None, backfill: dict[str, str]
+        self,
+        tenant: str,
+        name: str,
+        pinned_expert: str | None,
+        backfill: dict[str, str],
+        vectors_from: dict[str, str] | None = None,
     ) -> CollectionInfo:
         if self._get(self._coll_key(tenant, name)) is not None:
             raise Conflict(f"collection {name!r} exists")
-        info = CollectionInfo(tenant, name, pinned_expert, time.time(), dict(backfill))
+        info = CollectionInfo(tenant, name, pinned_expert, time.time(), dict(backfill), dict(vectors_from or {}))
         self.save_collection(info)
         return info
 
@@ -128,13 +135,19 @@ class MetaStore:
                 "pinned_expert": info.pinned_expert,
                 "created_at": info.created_at,
                 "backfill": info.backfill,
+                "vectors_from": info.vectors_from,
             },
         )
 
     @staticmethod
     def _to_info(r: dict[str, Any]) -> CollectionInfo:
         return CollectionInfo(
-            r["tenant"], r["name"], r.get("pinned_expert"), r["created_at"], dict(r.get("backfill") or {})
+            r["tenant"],
+            r["name"],
+            r.get("pinned_expert"),
+            r["created_at"],
+            dict(r.get("backfill") or {}),
+            dict(r.get("vectors_from") or {}),
         )
 
     def get_collection(self, tenant: str, name: str) -> CollectionInfo:
@@ -152,12 +165,19 @@ class MetaStore:
     def remove_collection(self, tenant: str, name: str) -> None:
         self._delete(self._coll_key(tenant, name))
 
-    def set_backfill(self, tenant: str, name: str, expert: str, state: str | None) -> None:
+    def set_backfill(
+        self, tenant: str, name: str, expert: str, state: str | None, vectors_from: str | None = None
+    ) -> None:
+        """Set an expert's backfill state on a collection (None: forget it and its vectors' adapter); with
+        ``vectors_from``, also record the adapter fingerprint its stored vectors now come from."""
         info = self.get_collection(tenant, name)
         if state is None:
             info.backfill.pop(expert, None)
+            info.vectors_from.pop(expert, None)
         else:
             info.backfill[expert] = state
+        if vectors_from is not None:
+            info.vectors_from[expert] = vectors_from
         self.save_collection(info)
 
     # ---- jobs ------------------------------------------------------------------------------------------------

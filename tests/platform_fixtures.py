@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from core.runtime import Runtime
@@ -66,3 +67,16 @@ def make_settings(model: Path, root: Path, **over: object) -> Settings:
 
 def make_runtime(settings: Settings) -> Runtime:
     return Runtime(settings)
+
+
+def perturbed_expert(src: Path, dest: Path, scale: float) -> Path:
+    """A copy of the expert at ``src`` whose LoRA weights are moved: another adapter under the same name."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    weights = load_file(str(dest / "adapter_model.safetensors"))
+    g = torch.Generator().manual_seed(int(scale * 1000))
+    moved = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in weights.items()}
+    save_file(moved, str(dest / "adapter_model.safetensors"))
+    return dest

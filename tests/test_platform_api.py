@@ -206,6 +206,53 @@ def test_expert_lifecycle_backfill_and_removal(
     assert client.post("/collections/docs/search", json={"query": "shock"}, headers=h).status_code == 200
 
 
+def test_a_document_expert_replaced_under_its_name_is_backfilled_anew(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from ingest.beir import Document
+    from router.experts import ExpertRegistry
+    from tests.platform_fixtures import perturbed_expert
+
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    ingest(client, rt, h, "docs", DOCS)
+    body = {"path": str(experts["aero"]), "data": str(beir_root)}
+    assert client.post("/experts", json=body, headers=admin(rt)).status_code == 201
+    assert rt.queue.join(120)
+    physical = rt.meta.get_collection("acme", "docs").physical
+    texts = [Document(d["id"], d["title"], d["text"]).full_text for d in DOCS]
+
+    def stored() -> np.ndarray:  # aero's document vectors as the collection holds them, in DOCS order
+        pts = {p.doc_id: p for p in rt.store.retrieve(physical, [d["id"] for d in DOCS], with_vectors=True)}
+        return np.array([pts[d["id"]].vectors["aero"] for d in DOCS])  # type: ignore[index]
+
+    def loaded() -> np.ndarray:  # what the aero adapter loaded now makes of the same documents
+        return rt.retriever.encode_documents(texts, ["aero"])["aero"]
+
+    old = stored()
+    np.testing.assert_allclose(old, loaded(), atol=1e-5)
+    query = {"query": "supersonic wing flow"}
+    assert "aero" in client.post("/collections/docs/search", json=query, headers=h).json()["route"]["scores"]
+
+    # replaced under its name the way `rr experts train --replace` does, behind the running platform's back
+    new = perturbed_expert(experts["aero"], tmp_path / "replacement" / "aero", 0.5)
+    ExpertRegistry(rt.retriever.registry.root).add(new, replace=True)
+    res = client.post("/collections/docs/search", json=query, headers=h)
+    assert res.status_code == 200, res.text
+    assert "aero" not in res.json()["route"]["scores"]  # its stored vectors are the old adapter's: not routed to
+    assert client.get("/collections/docs", headers=h).json()["backfill"]["aero"] in ("pending", "running", "done")
+    assert rt.queue.join(120)
+    after = client.get("/collections/docs", headers=h).json()
+    assert after["backfill"]["aero"] == "done" and after["documents"] == len(DOCS)
+    assert not np.allclose(stored(), old, atol=1e-3)
+    np.testing.assert_allclose(stored(), loaded(), atol=1e-5)  # every document now has the new adapter's vector
+    assert "aero" in client.post("/collections/docs/search", json=query, headers=h).json()["route"]["scores"]
+    assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "done"  # no second backfill was queued
+
+
 def test_a_new_expert_brings_its_domain_with_its_corpus_pilots(
     platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path
 ) -> None:

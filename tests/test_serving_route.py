@@ -14,7 +14,7 @@ from router.experts import ExpertRegistry
 from router.serving import PILOT_COLLECTION, PILOTS_FILE, SCORES_FILE, Retriever
 from store import EdgeStore
 from store.base import iter_points
-from tests.platform_fixtures import build_pilot_scores, train_tiny_expert
+from tests.platform_fixtures import build_pilot_scores, perturbed_expert, train_tiny_expert
 
 QUERIES = ["protein in the cell", "supersonic wing flow", "cancer drug trial", "shock boundary layer", "heat plate"]
 
@@ -75,19 +75,6 @@ def test_pilot_collection_routes_like_the_library(tiny_model: Path, beir_root: P
     store.close()
 
 
-def _perturbed(src: Path, dest: Path, scale: float) -> Path:
-    """A copy of the expert at ``src`` whose LoRA weights are moved: another adapter under the same name."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dest)
-    weights = load_file(str(dest / "adapter_model.safetensors"))
-    g = torch.Generator().manual_seed(int(scale * 1000))
-    moved = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in weights.items()}
-    save_file(moved, str(dest / "adapter_model.safetensors"))
-    return dest
-
-
 @pytest.mark.parametrize("others", [["aero"], []], ids=["beside-another", "alone"])
 def test_an_expert_replaced_under_its_name_is_served_with_its_new_weights(
     tiny_model: Path, tiny_experts: dict[str, Path], tmp_path: Path, others: list[str]
@@ -110,7 +97,7 @@ def test_an_expert_replaced_under_its_name_is_served_with_its_new_weights(
     assert r.refresh() is False  # nothing changed: nothing reloaded
 
     # another process replaces it the way `rr experts train --replace` does: a copy renamed in under the name
-    ExpertRegistry(reg_root).add(_perturbed(tiny_experts["bio"], tmp_path / "new" / "bio", 0.5), replace=True)
+    ExpertRegistry(reg_root).add(perturbed_expert(tiny_experts["bio"], tmp_path / "new" / "bio", 0.5), replace=True)
     assert r.refresh() is True and r.experts == sorted(["bio", *others])
     new = r.encode_query(QUERIES[0], "bio")
     assert not np.allclose(new, old, atol=1e-4)  # the new weights, not the old ones nor their cached vector
@@ -121,7 +108,7 @@ def test_an_expert_replaced_under_its_name_is_served_with_its_new_weights(
     assert r.refresh() is False
 
     # the adapter's weights rewritten in place: the registry folder's mtime does not move, the file's stamp does
-    again = _perturbed(tiny_experts["bio"], tmp_path / "again" / "bio", 1.0)
+    again = perturbed_expert(tiny_experts["bio"], tmp_path / "again" / "bio", 1.0)
     (reg_root / "bio" / "adapter_model.safetensors").write_bytes((again / "adapter_model.safetensors").read_bytes())
     assert r.refresh() is True
     newer = r.encode_query(QUERIES[0], "bio")

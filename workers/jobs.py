@@ -57,7 +57,8 @@ def fail_batch(rt: Any, job_id: str, batch: int, documents: list[dict[str, Any]]
 
 
 def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
-    """Encode every stored document into the expert's new named vector; routing to it waits for 'done'."""
+    """Encode every stored document into the expert's named vector (new, or holding a replaced adapter's vectors);
+    routing to it waits for 'done'."""
     try:
         info = rt.meta.get_collection(tenant, collection)
     except NotFound:
@@ -65,11 +66,13 @@ def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
     rt.retriever.refresh()
     if expert not in rt.retriever.experts:
         return 0  # the expert was removed meanwhile
+    # The adapter encoding the vectors, recorded with 'done': one replaced meanwhile shows as stale on the next search.
+    fingerprint = rt.retriever.encoder.adapter_fingerprint(expert)
     rt.meta.set_backfill(tenant, collection, expert, "running")
     if expert not in rt.store.vector_names(info.physical):
         rt.store.add_vector(info.physical, expert, rt.retriever.encoder.dim)
     n = backfill_vector(rt.retriever, rt.store, info.physical, expert)
-    rt.meta.set_backfill(tenant, collection, expert, "done")
+    rt.meta.set_backfill(tenant, collection, expert, "done", vectors_from=fingerprint)
     return n
 
 
