@@ -583,6 +583,12 @@ class PilotLibrary:
         lib.corpus_weight = float(data.get("corpus_weight", 0.0))
         if "stacker" in data:  # libraries saved before the stacked rule have none
             lib.stacker = DomainStacker.from_json(data["stacker"])
+        elif lib.rule == "stacked" and len({p.domain for p in pilots if p.kind == QUERY}) > 1:
+            raise InvalidInput(
+                "the library's rule is 'stacked' but it holds no domain model ('stacker'); rebuild it from its "
+                "training queries (pilot_scores.npz, `rr bench quality`) or choose another rule",
+                field="stacker",
+            )
         return lib
 
     def save(self, path: str | Path) -> None:

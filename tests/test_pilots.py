@@ -204,6 +204,12 @@ def test_a_malformed_pilot_library_is_an_error_naming_the_file(scores: PilotScor
     with pytest.raises(InvalidInput, match="weights of shape") as err2:
         PilotLibrary.load(path)
     assert str(path) in str(err2.value)
+    # Rule 'stacked' with no model at all (a hand edit): refused when read, not on every search afterwards.
+    assert len({p["domain"] for p in good["pilots"] if p.get("kind", "query") == "query"}) > 1
+    path.write_text(json.dumps({**{k: v for k, v in good.items() if k != "stacker"}, "rule": "stacked"}))
+    with pytest.raises(InvalidInput, match="no domain model") as err3:
+        PilotLibrary.load(path)
+    assert str(path) in str(err3.value) and err3.value.field == "stacker"
     with pytest.raises(NotFound, match="rr bench quality"):
         PilotLibrary.load(tmp_path / "none.json")
 
