@@ -123,6 +123,13 @@ def experts_train(
             "('ict', the inverse cloze task)."
         ),
     ] = "whole",
+    doc_anchor: Annotated[
+        float,
+        typer.Option(
+            help="query+document: weight of the pull of each batch's documents back to the base model's vectors "
+            "(in logit units; 0: none)."
+        ),
+    ] = 0.0,
     replace: Annotated[bool, typer.Option(help="Replace an expert of that name.")] = False,
 ) -> None:
     """Train one LoRA expert on a BEIR collection's train split and register it."""
@@ -149,6 +156,7 @@ def experts_train(
             val_real_weight=val_real_weight,
             hard_negatives=hard_negatives,
             pseudo_context=pseudo_context,
+            doc_anchor=doc_anchor,
         )
         ds = load_dataset(data, ("train",))  # no train split: an error naming the splits the folder has
         enc = make_encoder(s)

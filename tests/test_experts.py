@@ -217,6 +217,50 @@ def test_query_document_training_with_base_ranked_hard_negatives(
         train_expert(str(tiny_model), enc.base_fingerprint, [data], tmp_path / "x", name="x", domain="bio", cfg=cfg)
 
 
+def test_the_document_anchor_holds_documents_near_the_base_model(tiny_model: Path, tmp_path: Path) -> None:
+    """Trained alike but for ``doc_anchor``, the anchored expert's document vectors stay nearer the base model's."""
+    from router.training.trainer import _Model
+
+    enc = TextEncoder(str(tiny_model), bf16=False)
+    data = word_pair_domain()
+    docs = enc.encode(data.doc_texts, None, "document")
+    drift = {}
+    for weight in (0.0, 2.0):
+        cfg = TrainConfig(
+            sides="query+document",
+            doc_anchor=weight,
+            keep="last",
+            max_epochs=3,
+            patience=3,
+            bf16=False,
+            lr=1e-2,
+            batch_size=4,
+        )
+        out = tmp_path / f"anchor-{weight}"
+        train_expert(
+            str(tiny_model),
+            enc.base_fingerprint,
+            [data],
+            out,
+            name="aero",
+            domain="aero",
+            cfg=cfg,
+            doc_matrices={"aero": docs},
+        )
+        m = Manifest.load(out)
+        assert (m.training["document_anchor"] is None) == (weight == 0)
+        trained = _Model(str(tiny_model), cfg, init_adapter=out).embed_eval(data.doc_texts, cfg.doc_max_length)
+        cos = np.sum(trained * docs, axis=1) / np.linalg.norm(trained, axis=1) / np.linalg.norm(docs, axis=1)
+        drift[weight] = float(np.mean(1 - cos))
+    assert drift[0.0] > 1e-3, drift  # unanchored, the documents move
+    assert drift[2.0] < drift[0.0] / 2, drift
+    with pytest.raises(InvalidInput, match="doc_anchor must be >= 0"):
+        TrainConfig(sides="query+document", doc_anchor=-1)
+    with pytest.raises(InvalidInput, match="the document anchor needs the base document vectors"):
+        cfg = TrainConfig(sides="query+document", doc_anchor=1.0, bf16=False)
+        train_expert(str(tiny_model), enc.base_fingerprint, [data], tmp_path / "x", name="x", domain="aero", cfg=cfg)
+
+
 def _pseudo_query_collection() -> BeirDataset:
     from ingest.beir import Document
 

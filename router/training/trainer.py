@@ -69,6 +69,13 @@ class TrainConfig:
     # Held-out pairs are always scored against the whole documents, so "whole" and "ict" runs compare.
     pseudo_context: str = "whole"
     ict_keep: float = 0.1
+    # query+document mode: weight of a pull on every whole document in a batch back towards the base model's vector
+    # of it, ``doc_anchor * mean(1 - cos(adapted, base)) / temperature``: in the logits' own units, so at 1.0 a
+    # document moving by some cosine costs what a ranking logit moving by as much does. On a domain with a handful
+    # of real queries the self-supervised pairs otherwise reshape the whole document space; the anchor lets the
+    # documents move only where the ranking gains more than the drift costs (as L2-SP keeps fine-tuned weights near
+    # their start, here in the output space). 0: no anchor.
+    doc_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sides not in SIDES:
@@ -103,6 +110,14 @@ class TrainConfig:
                 "pseudo_context 'ict' changes the document side; query-side experts search the base model's fixed "
                 "document vectors, so it needs sides 'query+document'",
                 field="pseudo_context",
+            )
+        if self.doc_anchor < 0:
+            raise InvalidInput(f"doc_anchor must be >= 0, got {self.doc_anchor}", field="doc_anchor")
+        if self.doc_anchor and self.sides == "query":
+            raise InvalidInput(
+                "doc_anchor holds the document side near the base model's vectors; query-side experts search those "
+                "vectors unchanged, so it needs sides 'query+document'",
+                field="doc_anchor",
             )
         if not 0 <= self.ict_keep <= 1:
             raise InvalidInput(f"ict_keep must be in [0, 1], got {self.ict_keep}", field="ict_keep")
@@ -312,9 +327,15 @@ def train_expert(
     progress is incomplete), and the manifest says ``stopped_by: interrupted``; without it the interrupt
     propagates and nothing is written.
     """
-    needs_docs = cfg.sides == "query" or cfg.hard_negatives > 0
+    needs_docs = cfg.sides == "query" or cfg.hard_negatives > 0 or cfg.doc_anchor > 0
     if needs_docs and (doc_matrices is None or any(d.name not in doc_matrices for d in domains)):
-        what = "query-side training" if cfg.sides == "query" else "mining hard negatives"
+        what = (
+            "query-side training"
+            if cfg.sides == "query"
+            else "mining hard negatives"
+            if cfg.hard_negatives > 0
+            else "the document anchor"
+        )
         raise InvalidInput(f"{what} needs the base document vectors of every domain", field="doc_matrices")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -426,6 +447,11 @@ def train_expert(
                             if i in pos_of and pos_of[i] != target_of[r]:
                                 mask[r, pos_of[i]] = True
                 loss = info_nce(q, cand, target.to(m.device), mask.to(m.device), cfg.temperature)
+                if cfg.sides != "query" and cfg.doc_anchor > 0:
+                    # the whole documents lead ``texts`` (inverse-cloze contexts follow, and have no base vector)
+                    anchor = mats[dname][doc_idx]
+                    drift = 1 - torch.nn.functional.cosine_similarity(cand[: len(doc_idx)].float(), anchor, dim=-1)
+                    loss = loss + cfg.doc_anchor * drift.mean() / cfg.temperature
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -502,6 +528,9 @@ def train_expert(
         if cfg.sides == "query"
         else "in-batch documents"
         + (f" + {cfg.hard_negatives} base-ranked hard negatives per row" if cfg.hard_negatives else ""),
+        "document_anchor": (
+            f"{cfg.doc_anchor} x mean(1 - cos(document, base document)) / temperature" if cfg.doc_anchor else None
+        ),
         "best_epoch": best_epoch,  # the best held-out score's epoch (0: the base model)
         "kept_epoch": kept_epoch,  # the epoch whose adapter is saved: best_epoch, or the last with keep="last"
         "epochs_run": len(history) - 1,
