@@ -60,7 +60,8 @@ def create_collection(rt: Any, tenant: str, name: str, expert: str | None = None
             name,
             expert,
             {e: "done" for e in experts},
-            {e: rt.retriever.encoder.adapter_fingerprint(e) for e in experts},
+            {BASE: rt.retriever.encoder.base_fingerprint}
+            | {e: rt.retriever.encoder.adapter_fingerprint(e) for e in experts},
         )
     except Exception:
         try:
@@ -92,8 +93,9 @@ def delete_collection(rt: Any, tenant: str, name: str) -> None:
 
 # ---- documents ---------------------------------------------------------------------------------------------
 def submit_documents(rt: Any, tenant: str, name: str, documents: Any) -> str:
-    """Validate the whole request, then queue it in batches; returns the job id. Nothing is queued on a bad input."""
-    rt.meta.get_collection(tenant, name)
+    """Validate the whole request, then queue it in batches; returns the job id. Nothing is queued on a bad input,
+    nor while the collection is re-encoded for another base model."""
+    check_base_vectors(rt, rt.meta.get_collection(tenant, name))
     docs = validate_documents(documents, rt.settings.max_batch_documents)
     raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in docs]
     batches = list(batched(raw, BATCH))
@@ -128,6 +130,29 @@ def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
             )
         out[f"metadata.{k}"] = v
     return out
+
+
+def check_base_vectors(rt: Any, info: CollectionInfo) -> None:
+    """Refuse (409) a collection whose base named vector another base model encoded (``RR_BASE_MODEL`` changed
+    since), and queue its re-encoding once: its stored text is encoded again with the base model now loaded, and
+    the collection answers once that is done. Experts trained on the old base are refused when loaded (those
+    trained on the new one are backfilled as any replaced expert is), so there is nothing to search meanwhile. A
+    record that names no base model counts as the one now loaded."""
+    fp = rt.retriever.encoder.base_fingerprint
+    was = info.vectors_from.get(BASE, fp)
+    if was == fp:
+        return
+    if info.backfill.get(BASE) not in ("pending", "running"):
+        log.info(
+            "collection %s/%s was encoded with base model %s, not %s: re-encoding it", info.tenant, info.name, was, fp
+        )
+        rt.meta.set_backfill(info.tenant, info.name, BASE, "pending")
+        info.backfill[BASE] = "pending"
+        rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=BASE)
+    raise Conflict(
+        f"collection {info.name!r} was encoded with base model {was}, not the loaded {fp} "
+        f"({rt.retriever.encoder.base_model}); it is being re-encoded, try again later"
+    )
 
 
 def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
@@ -217,6 +242,7 @@ def _search(
 ) -> dict[str, Any]:
     info = rt.meta.get_collection(tenant, name)
     _check_query(rt, query)
+    check_base_vectors(rt, info)
     if not isinstance(top_k, int) or not 1 <= top_k <= rt.settings.max_top_k:
         raise InvalidInput(f"top_k must be between 1 and {rt.settings.max_top_k}", field="top_k")
     store_filter = _store_filter(flt)

@@ -80,3 +80,31 @@ def perturbed_expert(src: Path, dest: Path, scale: float) -> Path:
     moved = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in weights.items()}
     save_file(moved, str(dest / "adapter_model.safetensors"))
     return dest
+
+
+def perturbed_model(src: Path, dest: Path, scale: float) -> Path:
+    """A copy of the base model at ``src`` with every weight moved: another base model of the same width."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    weights = load_file(str(dest / "model.safetensors"))
+    g = torch.Generator().manual_seed(int(scale * 1000))
+    moved = {
+        k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in weights.items()
+    }
+    save_file(moved, str(dest / "model.safetensors"))
+    return dest
+
+
+def wider_model(src: Path, dest: Path, width: int) -> Path:
+    """Another base model with the vocabulary of the one at ``src`` and ``width``-dimensional vectors."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    shutil.copytree(src, dest)
+    cfg = BertConfig.from_pretrained(str(src))
+    cfg.hidden_size, cfg.intermediate_size = width, 2 * width
+    torch.manual_seed(1)
+    BertModel(cfg).save_pretrained(dest)
+    return dest

@@ -253,6 +253,64 @@ def test_a_document_expert_replaced_under_its_name_is_backfilled_anew(
     assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "done"  # no second backfill was queued
 
 
+@pytest.mark.parametrize("width", [32, 48])
+def test_a_collection_encoded_by_another_base_model_is_re_encoded(
+    platform: tuple[TestClient, Runtime], tiny_model: Path, tmp_path: Path, width: int
+) -> None:
+    """The same width (a fine-tuned base) or another (its base vector is made anew at the new size)."""
+    import numpy as np
+
+    from ingest.beir import Document
+    from router.pilots import BASE
+    from tests.platform_fixtures import perturbed_model, wider_model
+
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    for name in ("docs", "more"):
+        client.post("/collections", json={"name": name}, headers=h)
+        ingest(client, rt, h, name, DOCS)
+    physical = rt.meta.get_collection("acme", "docs").physical
+    texts = [Document(d["id"], d["title"], d["text"]).full_text for d in DOCS]
+    rt.close()
+
+    # the platform restarted on another base model of the same width (RR_BASE_MODEL changed), with no expert yet:
+    # one trained on the old base is refused at start
+    dest = tmp_path / "other-base"
+    other = perturbed_model(tiny_model, dest, 0.5) if width == 32 else wider_model(tiny_model, dest, width)
+    rt2 = Runtime(make_settings(other, tmp_path, experts_dir=tmp_path / "new-experts"))
+    client2 = TestClient(create_app(rt2))
+
+    def stored() -> np.ndarray:
+        pts = {p.doc_id: p for p in rt2.store.retrieve(physical, [d["id"] for d in DOCS], with_vectors=True)}
+        return np.array([pts[d["id"]].vectors[BASE] for d in DOCS])  # type: ignore[index]
+
+    def loaded() -> np.ndarray:
+        return rt2.retriever.encode_documents(texts, [BASE])[BASE]
+
+    try:
+        old = stored()
+        assert old.shape[1] != width or not np.allclose(old, loaded(), atol=1e-3)
+        query = {"query": "supersonic wing flow"}
+        res = client2.post("/collections/docs/search", json=query, headers=h)
+        assert res.status_code == 409 and "encoded with base model" in res.json()["detail"], res.text
+        # each collection's first request finds it stale: an ingest is refused too, nothing queued against it
+        more = client2.post("/collections/more/documents", json={"documents": DOCS[:1]}, headers=h)
+        assert more.status_code == 409 and "being re-encoded" in more.json()["detail"], more.text
+        assert rt2.queue.join(120)
+        after = client2.get("/collections/docs", headers=h).json()
+        assert after["backfill"][BASE] == "done" and after["documents"] == len(DOCS)
+        assert stored().shape == (len(DOCS), width)
+        np.testing.assert_allclose(stored(), loaded(), atol=1e-5)  # every document re-encoded by the new base
+        res = client2.post("/collections/docs/search", json=query, headers=h)
+        assert res.status_code == 200 and res.json()["route"]["expert"] == BASE, res.text
+        assert rt2.meta.get_collection("acme", "docs").backfill[BASE] == "done"  # no second re-encoding queued
+        # a collection made under the new base is served at once
+        assert client2.post("/collections", json={"name": "fresh"}, headers=h).status_code == 201
+        assert client2.post("/collections/fresh/search", json=query, headers=h).status_code == 200
+    finally:
+        rt2.close()
+
+
 def test_a_new_expert_brings_its_domain_with_its_corpus_pilots(
     platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path
 ) -> None:

@@ -12,6 +12,8 @@ from router.pilots import BASE
 
 log = logging.getLogger(__name__)
 
+RESIZE_SPARE = "_rr_resize"  # not an expert name (those start with a letter or digit)
+
 
 def run_ingest_batch(
     rt: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
@@ -57,20 +59,37 @@ def fail_batch(rt: Any, job_id: str, batch: int, documents: list[dict[str, Any]]
 
 
 def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
-    """Encode every stored document into the expert's named vector (new, or holding a replaced adapter's vectors);
-    routing to it waits for 'done'."""
+    """Encode every stored document into the expert's named vector (new, or holding a replaced adapter's vectors),
+    or with ``expert`` "base" into the base vector (another base model encoded it); routing to it waits for
+    'done'."""
     try:
         info = rt.meta.get_collection(tenant, collection)
     except NotFound:
         return 0  # the collection was deleted meanwhile
     rt.retriever.refresh()
-    if expert not in rt.retriever.experts:
+    enc = rt.retriever.encoder
+    if expert == BASE:
+        fingerprint = enc.base_fingerprint
+    elif expert not in rt.retriever.experts:
         return 0  # the expert was removed meanwhile
-    # The adapter encoding the vectors, recorded with 'done': one replaced meanwhile shows as stale on the next search.
-    fingerprint = rt.retriever.encoder.adapter_fingerprint(expert)
+    else:
+        # The adapter encoding the vectors, recorded with 'done': one replaced meanwhile shows as stale on the next
+        # search.
+        fingerprint = enc.adapter_fingerprint(expert)
     rt.meta.set_backfill(tenant, collection, expert, "running")
-    if expert not in rt.store.vector_names(info.physical):
-        rt.store.add_vector(info.physical, expert, rt.retriever.encoder.dim)
+    have = rt.store.vector_names(info.physical)
+    if expert in have and have[expert] != enc.dim:  # a base model of another width: the vector is made anew
+        # a collection keeps at least one named vector: a spare one stands in while the only one is remade
+        alone = len(have) == 1
+        if alone:
+            rt.store.add_vector(info.physical, RESIZE_SPARE, enc.dim)
+        rt.store.drop_vector(info.physical, expert)
+        rt.store.add_vector(info.physical, expert, enc.dim)
+        if alone:
+            rt.store.drop_vector(info.physical, RESIZE_SPARE)
+        have = {expert: enc.dim}
+    if expert not in have:
+        rt.store.add_vector(info.physical, expert, enc.dim)
     n = backfill_vector(rt.retriever, rt.store, info.physical, expert)
     rt.meta.set_backfill(tenant, collection, expert, "done", vectors_from=fingerprint)
     return n
