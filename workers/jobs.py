@@ -76,6 +76,11 @@ def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
         # The adapter encoding the vectors, recorded with 'done': one replaced meanwhile shows as stale on the next
         # search.
         fingerprint = enc.adapter_fingerprint(expert)
+    if info.backfill.get(expert) == "done" and info.vectors_from.get(expert) == fingerprint:
+        # Done already with this adapter: the job was queued twice (two API processes found the expert stale on
+        # the same collection at once), and the first to run did it.
+        log.info("backfill of %r on %s/%s is done already; skipping", expert, tenant, collection)
+        return 0
     rt.meta.set_backfill(tenant, collection, expert, "running")
     have = rt.store.vector_names(info.physical)
     if expert in have and have[expert] != enc.dim:  # a base model of another width: the vector is made anew
