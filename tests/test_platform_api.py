@@ -276,8 +276,8 @@ def test_a_collection_encoded_by_another_base_model_is_re_encoded(
     texts = [Document(d["id"], d["title"], d["text"]).full_text for d in DOCS]
     rt.close()
 
-    # the platform restarted on another base model of the same width (RR_BASE_MODEL changed), with no expert yet:
-    # one trained on the old base is refused at start
+    # the platform restarted on another base model (RR_BASE_MODEL changed), with no expert yet: one trained on the
+    # old base is refused at start
     dest = tmp_path / "other-base"
     other = perturbed_model(tiny_model, dest, 0.5) if width == 32 else wider_model(tiny_model, dest, width)
     rt2 = Runtime(make_settings(other, tmp_path, experts_dir=tmp_path / "new-experts"))
