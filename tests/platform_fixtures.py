@@ -69,32 +69,29 @@ def make_runtime(settings: Settings) -> Runtime:
     return Runtime(settings)
 
 
-def perturbed_expert(src: Path, dest: Path, scale: float) -> Path:
-    """A copy of the expert at ``src`` whose LoRA weights are moved: another adapter under the same name."""
+def _perturbed_copy(src: Path, dest: Path, weights_file: str, scale: float) -> Path:
+    """A copy of the model folder at ``src`` whose floating-point weights in ``weights_file`` are moved."""
     import torch
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dest)
-    weights = load_file(str(dest / "adapter_model.safetensors"))
-    g = torch.Generator().manual_seed(int(scale * 1000))
-    moved = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in weights.items()}
-    save_file(moved, str(dest / "adapter_model.safetensors"))
-    return dest
-
-
-def perturbed_model(src: Path, dest: Path, scale: float) -> Path:
-    """A copy of the base model at ``src`` with every weight moved: another base model of the same width."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dest)
-    weights = load_file(str(dest / "model.safetensors"))
+    weights = load_file(str(dest / weights_file))
     g = torch.Generator().manual_seed(int(scale * 1000))
     moved = {
         k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in weights.items()
     }
-    save_file(moved, str(dest / "model.safetensors"))
+    save_file(moved, str(dest / weights_file))
     return dest
+
+
+def perturbed_expert(src: Path, dest: Path, scale: float) -> Path:
+    """A copy of the expert at ``src`` whose LoRA weights are moved: another adapter under the same name."""
+    return _perturbed_copy(src, dest, "adapter_model.safetensors", scale)
+
+
+def perturbed_model(src: Path, dest: Path, scale: float) -> Path:
+    """A copy of the base model at ``src`` with every weight moved: another base model of the same width."""
+    return _perturbed_copy(src, dest, "model.safetensors", scale)
 
 
 def wider_model(src: Path, dest: Path, width: int) -> Path:
