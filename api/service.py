@@ -180,7 +180,11 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
 
 
 def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, Any]:
+    """The expert a query would go to; on a collection, as its search would, refusing (409) while the collection is
+    re-encoded for another base model."""
     _check_query(rt, query)
+    if info is not None:
+        check_base_vectors(rt, info)
     rt.retriever.refresh()
     lib = rt.retriever.library
     rule = lib.rule if lib is not None else None

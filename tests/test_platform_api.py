@@ -269,7 +269,7 @@ def test_a_collection_encoded_by_another_base_model_is_re_encoded(
 
     client, rt = platform
     h = tenant(client, rt, "acme")
-    for name in ("docs", "more"):
+    for name in ("docs", "more", "routed"):
         client.post("/collections", json={"name": name}, headers=h)
         ingest(client, rt, h, name, DOCS)
     physical = rt.meta.get_collection("acme", "docs").physical
@@ -299,6 +299,10 @@ def test_a_collection_encoded_by_another_base_model_is_re_encoded(
         # each collection's first request finds it stale: an ingest is refused too, nothing queued against it
         more = client2.post("/collections/more/documents", json={"documents": DOCS[:1]}, headers=h)
         assert more.status_code == 409 and "being re-encoded" in more.json()["detail"], more.text
+        # and routing on it, as its search would be (an answer naming an expert the search cannot use yet)
+        routed = client2.post("/route", json={**query, "collection": "routed"}, headers=h)
+        assert routed.status_code == 409 and "being re-encoded" in routed.json()["detail"], routed.text
+        assert client2.post("/route", json=query, headers=h).status_code == 200  # no collection: nothing stale
         assert rt2.queue.join(120)
         after = client2.get("/collections/docs", headers=h).json()
         assert after["backfill"][BASE] == "done" and after["documents"] == len(DOCS)
@@ -306,6 +310,8 @@ def test_a_collection_encoded_by_another_base_model_is_re_encoded(
         np.testing.assert_allclose(stored(), loaded(), atol=1e-5)  # every document re-encoded by the new base
         res = client2.post("/collections/docs/search", json=query, headers=h)
         assert res.status_code == 200 and res.json()["route"]["expert"] == BASE, res.text
+        routed = client2.post("/route", json={**query, "collection": "routed"}, headers=h)
+        assert routed.status_code == 200 and routed.json()["expert"] == BASE, routed.text
         assert rt2.meta.get_collection("acme", "docs").backfill[BASE] == "done"  # no second re-encoding queued
         assert run_backfill(rt2, "acme", "docs", BASE) == 0
         # a collection made under the new base is served at once
