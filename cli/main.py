@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,7 +23,31 @@ if TYPE_CHECKING:
     from router.experts import Manifest
     from router.training.trainer import TrainConfig
 
-app = typer.Typer(help="RouterRetriever: routed LoRA experts over a frozen encoder.", no_args_is_help=True)
+
+class _Commands(TyperGroup):
+    """Every command's refusal is one ``error:`` line and exit status 2, not a traceback: the platform's own errors
+    wherever a command did not catch them (a store URL, a cluster option), and settings that do not parse."""
+
+    def invoke(self, ctx: Any) -> Any:  # click's Context, which typer vendors
+        from pydantic import ValidationError
+
+        try:
+            return super().invoke(ctx)
+        except RRError as e:
+            _fail(e)
+        except ValidationError as e:
+            if e.title != "Settings":
+                raise
+            bad = "; ".join(
+                f"RR_{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
+                for err in e.errors()
+            )
+            _fail(RRError(f"bad settings: {bad}"))
+
+
+app = typer.Typer(
+    help="RouterRetriever: routed LoRA experts over a frozen encoder.", no_args_is_help=True, cls=_Commands
+)
 experts_app = typer.Typer(help="Train, list and remove experts.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print a table and write benchmarks/results/*.json.", no_args_is_help=True)
 app.add_typer(experts_app, name="experts")

@@ -29,8 +29,9 @@ class Runtime:
                 from store import open_store
 
                 Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
+                s = self.settings
                 self._store = open_store(
-                    self.settings.store_url, Path(self.settings.data_dir), self.settings.qdrant_api_key
+                    s.store_url, Path(s.data_dir), s.qdrant_api_key, s.shard_number, s.replication_factor
                 )
             return self._store
 

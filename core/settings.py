@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="Where `rr ingest`/`rr search` send requests (default host:port).")
     api_key: str | None = Field(None, description="Key for `rr ingest`/`rr search` (default: the admin key file).")
     qdrant_api_key: str | None = None
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards per collection on a distributed Qdrant server (unset: the server's default)."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard on a distributed Qdrant server (unset: the server's default)."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_batch_documents: int = Field(1000, ge=1)

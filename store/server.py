@@ -65,10 +65,20 @@ class QdrantServerStore:
 
     ``optimize`` is a no-op: the server builds HNSW in the background. Payload indexes are created on a server
     only: local mode has none (it warns when asked for one).
+
+    ``shard_number`` and ``replication_factor``, for a distributed Qdrant, are given to every collection this store
+    creates (unset: the server's defaults); local mode, which has one node, ignores them.
     """
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(
+        self, client: QdrantClient, shard_number: int | None = None, replication_factor: int | None = None
+    ) -> None:
+        for field, value in (("shard_number", shard_number), ("replication_factor", replication_factor)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidInput(f"{field} must be a positive integer, got {value!r}", field=field)
         self.client = client
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
         options = getattr(client, "init_options", {}) or {}
         # The same test QdrantClient uses to pick its local engine.
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
@@ -157,7 +167,12 @@ class QdrantServerStore:
                 raise Conflict(f"collection {name!r} already exists; delete it first or pick another name")
         config = {n: M.VectorParams(size=d, distance=M.Distance.COSINE) for n, d in dims.items()}
         with self._call("create the collection", name):
-            self.client.create_collection(name, vectors_config=config)
+            self.client.create_collection(
+                name,
+                vectors_config=config,
+                shard_number=self.shard_number,
+                replication_factor=self.replication_factor,
+            )
         if not self._local:
             try:
                 with self._call("index the payload", name):

@@ -194,3 +194,30 @@ def test_worker_reports_a_busy_metrics_port(env: Path, monkeypatch: pytest.Monke
         port = busy.getsockname()[1]
         res = runner.invoke(app, ["worker", "--metrics-port", str(port)])
     _refused(res, f"0.0.0.0:{port}", "--metrics-port", "RR_WORKER_METRICS_PORT")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needles"),
+    [
+        ("RR_SHARD_NUMBER", "2", ["RR_SHARD_NUMBER applies to a Qdrant server", "not to 'embedded'"]),
+        ("RR_SHARD_NUMBER", "0", ["bad settings", "RR_SHARD_NUMBER='0'", "greater than or equal to 1"]),
+        ("RR_STORE_URL", "qdrant://x", ["bad settings", "RR_STORE_URL='qdrant://x'", "http(s)://"]),
+    ],
+)
+def test_serve_refuses_bad_store_settings_in_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, needles: list[str]
+) -> None:
+    """Settings the store refuses, or that do not parse, are one error line from any command, not a traceback."""
+    import uvicorn
+
+    import core.runtime
+
+    def no_serving(*_: object, **__: object) -> None:
+        raise AssertionError("serve went on past bad settings")
+
+    monkeypatch.setattr(uvicorn, "run", no_serving)
+    monkeypatch.setenv(var, value)
+    monkeypatch.setattr(core.runtime, "_runtime", None)
+    get_settings.cache_clear()
+    _refused(runner.invoke(app, ["serve"]), *needles)
+    assert not (env / "data" / "qdrant-edge").exists()  # refused before a store was opened

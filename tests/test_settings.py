@@ -16,6 +16,8 @@ from core.settings import Settings
         ("RR_EXPERT_MODE", "document"),
         ("RR_EXPERT_MODE", ""),
         ("RR_BF16", "sometimes"),
+        ("RR_SHARD_NUMBER", "0"),
+        ("RR_REPLICATION_FACTOR", "two"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, bad: str) -> None:

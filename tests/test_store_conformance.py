@@ -500,9 +500,48 @@ def test_open_store_picks_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(qdrant_client, "QdrantClient", FakeClient)
     remote = open_store("https://qdrant.example:6333", tmp_path, api_key="secret")
     assert isinstance(remote, QdrantServerStore)
+    assert (remote.shard_number, remote.replication_factor) == (None, None)  # the server's defaults
     assert made == [{"url": "https://qdrant.example:6333", "api_key": "secret"}]
+    cluster = open_store("https://qdrant.example:6333", tmp_path, None, 4, 2)
+    assert isinstance(cluster, QdrantServerStore) and (cluster.shard_number, cluster.replication_factor) == (4, 2)
     with pytest.raises(InvalidInput, match="RR_STORE_URL"):
         open_store("qdrant://nowhere", tmp_path)
+
+
+@pytest.mark.parametrize("url", ["embedded", "embedded-shared", ":memory:"])
+@pytest.mark.parametrize("option", ["shard_number", "replication_factor"])
+def test_cluster_options_are_refused_off_a_server(tmp_path: Path, url: str, option: str) -> None:
+    """Sharding and replication are a Qdrant server's: set for one node, they would silently mean nothing."""
+    with pytest.raises(InvalidInput, match=f"RR_{option.upper()} applies to a Qdrant server"):
+        open_store(url, tmp_path, **{option: 2})  # type: ignore[arg-type]
+    assert not (tmp_path / "qdrant-edge").exists()  # refused before anything is made
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_bad_cluster_options_are_invalid(bad: Any) -> None:
+    for option in ("shard_number", "replication_factor"):
+        with pytest.raises(InvalidInput, match=f"{option} must be a positive integer"):
+            QdrantServerStore(QdrantClient(":memory:"), **{option: bad})
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "edge"])
+def test_collections_are_created_with_the_cluster_options(tmp_path: Path, engine: str) -> None:
+    """On a server the collection carries the shards and copies asked for (a one-node server keeps a replication
+    factor as configuration); local mode has one node and accepts them without effect."""
+    plain = make_store(engine, tmp_path)
+    assert isinstance(plain, QdrantServerStore)
+    s = QdrantServerStore(plain.client, shard_number=3, replication_factor=2)
+    coll = f"rr_cluster_{uuid.uuid4().hex[:8]}"
+    s.create_collection(coll, {"base": 4})
+    try:
+        s.upsert(coll, [PointIn("a", {"base": [1.0, 0.0, 0.0, 0.0]}, {"tenant": "t"})])
+        assert [h.doc_id for h in s.search(coll, "base", [1.0, 0.0, 0.0, 0.0], limit=1)] == ["a"]
+        if engine == "server":
+            params = s.client.get_collection(coll).config.params
+            assert (params.shard_number, params.replication_factor) == (3, 2)
+    finally:
+        s.delete_collection(coll)
+        s.close()
 
 
 def test_unreachable_server_is_store_error() -> None:
