@@ -220,8 +220,10 @@ class TextEncoder:
             if name not in self._experts:
                 raise NotFound(f"no expert {name!r} is loaded (loaded: {', '.join(self.experts) or 'none'})")
             del self._experts[name]
-            self._peft.delete_adapter(name)
-            if not self._experts:
+            if self._experts:
+                self._peft.delete_adapter(name)
+            else:  # the last one: take the LoRA layers out, so the next expert is loaded onto the plain model
+                self.model = self._peft.unload()
                 self._peft = None
 
     def adapter_fingerprint(self, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,15 @@ def test_encoder_experts_cache_and_mixed_batches(tiny_model: Path, trained: dict
         enc.encode(texts, "bio")
     with pytest.raises(IncompatibleExpert):
         enc.add_expert("bio", trained["bio"], base_fingerprint="0" * 16)
+    # the last expert removed: the LoRA layers go with it, and the next one loads onto the plain base model
+    enc.remove_expert("aero")
+    assert not hasattr(enc.model, "peft_config") and not any("lora" in n for n, _ in enc.model.named_modules())
+    enc.cache = None  # a forward pass, not the cache
+    np.testing.assert_allclose(enc.encode(texts), base, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # peft warns when it wraps a model that still has adapters
+        enc.add_expert("aero", trained["aero"])
+    np.testing.assert_allclose(enc.encode(texts, "aero"), aero, atol=1e-5)
 
 
 def test_real_queries_are_repeated_to_the_asked_share() -> None:
