@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.client import checked, wait_for_jobs
+from benchmarks import checkout_commit, machine
 from ingest.beir import iter_corpus, load_dataset
 from router.evaluation import mean, ndcg_at_10
 
@@ -37,7 +38,9 @@ def run_platform_check(
     ds = load_dataset(data, ("test",))
     queries = ds.split_queries("test")
     docs = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(data)]
-    out: dict[str, Any] = {"dataset": ds.name, "documents": len(docs), "queries": len(queries)}
+    # The checkout and the CPU here: the platform's own when it runs on this machine, as the README's command does.
+    out: dict[str, Any] = {"commit": checkout_commit(), "machine": machine()}
+    out.update({"dataset": ds.name, "documents": len(docs), "queries": len(queries)})
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
         if c.get(f"/collections/{collection}").status_code == 200:
             checked(c.delete(f"/collections/{collection}"))

@@ -8,7 +8,6 @@ pilots.json and pilot_scores.npz in the expert registry); a run with ``only`` wr
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchmarks import checkout_commit
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from ingest.beir import BeirDataset, discover, load_dataset
@@ -42,20 +42,6 @@ from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, 
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("query", "query+document")
-
-
-def _commit() -> str:
-    """The checkout's commit, with "+dirty" where tracked files differ from it. Read when a run starts: the code
-    that runs is the code loaded then, whatever is committed while it runs."""
-    here = Path(__file__).parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, cwd=here).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}+dirty" if dirty == 1 else head
 
 
 def pilot_files_dir(registry_root: Path, out_dir: Path, only: Sequence[str] | None) -> Path:
@@ -617,7 +603,7 @@ def run_quality(
 ) -> dict[str, Any]:
     console = console or Console()
     start = time.monotonic()
-    commit = _commit()
+    commit = checkout_commit()
     found = discover(data)
     unknown = sorted(set(only or []) - {p.name for p in found})
     if unknown:  # before anything is trained or written

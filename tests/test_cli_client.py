@@ -83,3 +83,6 @@ def test_bench_platform_scores_through_the_api(base_url: str, beir_root: Path, t
     assert out["job_status"] == ["done"]
     assert 0.0 < out["ndcg@10"] <= 1.0
     assert json.loads((tmp_path / "platform_aero.json").read_text())["ndcg@10"] == out["ndcg@10"]
+    # what measured it: the checkout (a test runs in one) and the machine, whose speed the timings depend on
+    assert len(out["commit"].removesuffix("+dirty")) == 40
+    assert out["machine"]["cores"] >= 1 and out["machine"]["cpu"] and out["machine"]["cpu_capability"]
