@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -51,7 +52,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         count_error("RequestValidationError", "api")
         errs = exc.errors()
-        fields = [".".join(str(x) for x in e.get("loc", ()) if x != "body") for e in errs]
+        fields = [".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body" for e in errs]
         msg = "; ".join(f"{f}: {e.get('msg')}" for f, e in zip(fields, errs, strict=True))
         return JSONResponse({"detail": msg, "field": fields[0] if fields else None}, status_code=422)
 
@@ -69,4 +70,24 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     for r in (*routers, metrics.router, dashboard.router):
         app.include_router(r)
     app.add_middleware(RequestMetrics)
+    _document_limits(app)
     return app
+
+
+def _document_limits(app: FastAPI) -> None:
+    """Write this server's limits (settings) into its OpenAPI document, where the request schemas cannot know them."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            settings = app.state.runtime.settings
+            schema = generate()
+            models = schema["components"]["schemas"]
+            models["SearchIn"]["properties"]["top_k"]["maximum"] = settings.max_top_k
+            for body in ("SearchIn", "RouteIn"):
+                models[body]["properties"]["query"]["maxLength"] = settings.max_query_chars
+            models["DocumentsIn"]["properties"]["documents"]["maxItems"] = settings.max_batch_documents
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

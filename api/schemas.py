@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
+
+from api.service import FILTER_KEY_RE, NAME_RE, TENANT_NAME_RE
+from ingest.pipeline import MAX_ID_CHARS, MAX_TEXT_CHARS
+
+# What each error status means on this API. Every error body is an ``ErrorOut``: the request-validation errors (422)
+# too, which the app reports in that shape instead of FastAPI's list of pydantic errors.
+ERROR_STATUS = {
+    400: "Invalid input: `detail` says what is wrong, `field` names the request field.",
+    401: "Missing or unknown API key.",
+    403: "This needs the admin key.",
+    404: "No such collection, expert, tenant or job (for this key).",
+    409: "It exists already, or its state forbids this now (being re-encoded, being backfilled, does not fit).",
+    422: "Malformed request: a missing or unknown body field, or a value of the wrong type.",
+    503: "The vector store is unavailable; nothing was changed.",
+}
+
+
+class ErrorOut(BaseModel):
+    """Every error the API returns."""
+
+    detail: str
+    field: str | None = Field(None, description="The request field the error is about, when there is one.")
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: the error statuses it can answer, each with its meaning and body."""
+    return {code: {"model": ErrorOut, "description": ERROR_STATUS[code]} for code in codes}
+
+
+def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``errors`` for a route whose own responses are not JSON (the dashboard's HTML): its errors still are."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    return {code: {"description": ERROR_STATUS[code], "content": body} for code in codes}
+
+
+# JSON Schema for what the service checks by hand (it reports a 400 naming the field, not a 422): the schema tells a
+# client what is accepted; the service's checks stay the rule. Limits that are settings are filled in by the app.
+# Something other than whitespace as Python's str.strip() sees it (ECMA's \s leaves out \x1c-\x1f and \x85).
+NON_EMPTY: JsonDict = {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"}
+_SCALAR: JsonDict = {"type": ["string", "integer", "boolean"]}
+FILTER_VALUE: JsonDict = {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "minItems": 1}]}
+
+
+def _filter_schema(schema: JsonDict) -> None:
+    """A filter is null or an object of metadata key -> value (or non-empty list of values)."""
+    for branch in cast(list[JsonDict], schema["anyOf"]):
+        if branch.get("type") == "object":
+            branch.update(propertyNames={"pattern": FILTER_KEY_RE.pattern}, additionalProperties=FILTER_VALUE)
 
 
 class Body(BaseModel):
@@ -14,7 +63,9 @@ class Body(BaseModel):
 
 
 class CollectionIn(Body):
-    name: str = Field(description="1-64 of a-z, 0-9, '-', '_'.")
+    name: str = Field(
+        description="1-60 of a-z, 0-9, '-', '_', starting alphanumeric.", json_schema_extra={"pattern": NAME_RE.pattern}
+    )
     expert: str | None = Field(None, description="Pin one expert (or 'base') instead of routing each query.")
 
 
@@ -28,8 +79,23 @@ class CollectionOut(BaseModel):
     created_at: float
 
 
+class DocumentIn(BaseModel):
+    """One document of ``DocumentsIn`` (documentation only: the service checks each and names the one at fault)."""
+
+    id: str | int = Field(json_schema_extra={"anyOf": [{**NON_EMPTY, "maxLength": MAX_ID_CHARS}, {"type": "integer"}]})
+    title: str = Field("", json_schema_extra={"maxLength": MAX_TEXT_CHARS})
+    text: str = Field(
+        description=f"Title and text together at most {MAX_TEXT_CHARS} characters.",
+        json_schema_extra={**NON_EMPTY, "maxLength": MAX_TEXT_CHARS},
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Plain JSON; its keys can be filtered on.")
+
+
 class DocumentsIn(Body):
-    documents: list[Any] = Field(description="[{id, title?, text, metadata?}]; validated as a whole before queueing.")
+    documents: list[Any] = Field(
+        description="[{id, title?, text, metadata?}], ids unique in the batch; validated as a whole before queueing.",
+        json_schema_extra={"minItems": 1, "items": DocumentIn.model_json_schema()},
+    )
 
 
 class JobAccepted(BaseModel):
@@ -46,9 +112,13 @@ class JobOut(BaseModel):
 
 
 class SearchIn(Body):
-    query: Any = Field(description="The query text (non-empty).")
-    top_k: int = 10
-    filter: dict[str, Any] | None = Field(None, description="Metadata equality: {key: value or [values]}.")
+    query: Any = Field(description="The query text (non-empty).", json_schema_extra=NON_EMPTY)
+    top_k: int = Field(10, json_schema_extra={"minimum": 1})
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="Metadata equality: {key: value or [values]}.",
+        json_schema_extra=_filter_schema,
+    )
     expert: str = Field("auto", description="'auto' routes by the pilots; 'base' or an expert name forces one.")
     explain: bool = Field(False, description="Also return each hit's text.")
 
@@ -68,7 +138,7 @@ class SearchOut(BaseModel):
 
 
 class RouteIn(Body):
-    query: Any
+    query: Any = Field(description="The query text (non-empty).", json_schema_extra=NON_EMPTY)
     collection: str | None = Field(None, description="Route among the experts ready on this collection.")
 
 
@@ -78,7 +148,10 @@ class ExpertIn(Body):
 
 
 class TenantIn(Body):
-    name: str
+    name: str = Field(
+        description="1-60 of a-z, 0-9, '-', '_', starting alphanumeric, without '__' and not ending in '_'.",
+        json_schema_extra={"pattern": TENANT_NAME_RE.pattern},
+    )
 
 
 class TenantOut(BaseModel):

@@ -19,11 +19,15 @@ from store.meta import ADMIN, CollectionInfo, physical_name
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,59}$")
+# Physical collection names are t_{tenant}__{name}: with no "__" in a tenant name and no "_" at its end, the first
+# "__" after "t_" ends the tenant, so tenant "a" + "b__c" and tenant "a__b" + "c" can never collide.
+TENANT_NAME_RE = re.compile(r"^(?!.*__)[a-z0-9][a-z0-9_\-]{0,59}(?<!_)$")
+FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 BATCH = 64
 
 
 def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"{kind} name {name!r} is invalid: 1-60 of a-z, 0-9, '-', '_', starting alphanumeric", field="name"
         )
@@ -35,9 +39,7 @@ def create_tenant(rt: Any, name: str) -> str:
     check_name("tenant", name)
     if name == ADMIN:
         raise InvalidInput(f"{ADMIN!r} is reserved", field="name")
-    # Physical collection names are t_{tenant}__{name}: with no "__" in a tenant name and no "_" at its end, the
-    # first "__" after "t_" ends the tenant, so tenant "a" + "b__c" and tenant "a__b" + "c" can never collide.
-    if "__" in name or name.endswith("_"):
+    if not TENANT_NAME_RE.fullmatch(name):
         raise InvalidInput(f"tenant name {name!r} is invalid: it may not contain '__' nor end with '_'", field="name")
     return str(rt.meta.create_tenant(name))
 
@@ -121,7 +123,7 @@ def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(flt, Mapping):
         raise InvalidInput("filter must be an object of metadata key -> value (or list of values)", field="filter")
     for k, v in flt.items():
-        if not isinstance(k, str) or not re.match(r"^[A-Za-z0-9_\-]{1,64}$", k):
+        if not isinstance(k, str) or not FILTER_KEY_RE.fullmatch(k):
             raise InvalidInput(f"filter key {k!r} is invalid: letters, digits, '_' or '-'", field="filter")
         values = v if isinstance(v, list) else [v]
         if not values or not all(isinstance(x, str | int | bool) for x in values):

@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name) or name == "base":
+    if not NAME_RE.fullmatch(name) or name == "base":
         raise InvalidInput(
             f"expert name {name!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_' (and not 'base')",
             field="name",

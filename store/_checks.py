@@ -24,7 +24,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 def check_name(name: str, what: str = "collection") -> str:
     """Names become directory names (edge) and URL parts (server), so keep them to a safe alphabet."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
             f"{what} name {name!r} is invalid: use 1-128 letters, digits, '_', '-' or '.' (not first)",
             field=what,

@@ -62,6 +62,8 @@ def test_manifest_validation(tmp_path: Path) -> None:
         Manifest(name="x", domain="x", base_model="m", base_fingerprint="f", sides="both")
     with pytest.raises(InvalidInput, match="name"):
         Manifest(name="Bad Name", domain="x", base_model="m", base_fingerprint="f")
+    with pytest.raises(InvalidInput, match="name"):  # "$" alone would let a trailing newline through
+        Manifest(name="med\n", domain="x", base_model="m", base_fingerprint="f")
     (tmp_path / "manifest.json").write_text(
         json.dumps({"name": "x", "domain": "x", "base_model": "m", "base_fingerprint": "f", "colour": 1})
     )

@@ -147,6 +147,8 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
         ),
         ("/collections/docs/documents", {"documents": []}, 400, "documents"),
         ("/collections", {"name": "Bad Name!"}, 400, "name"),
+        ("/collections", {"name": "docs2\n"}, 400, "name"),  # "$" alone would let a trailing newline through
+        ("/collections/docs/search", {"query": "x", "filter": {"lang\n": "en"}}, 400, "filter"),
         ("/collections", {"name": "pinned", "expert": "nobody"}, 404, None),
         ("/collections/docs/search", {"query": "x", "limit": 3}, 422, "limit"),  # the field is top_k
         ("/collections", {"name": "other", "pin": "base"}, 422, "pin"),
@@ -340,3 +342,101 @@ def test_a_new_expert_brings_its_domain_with_its_corpus_pilots(
     names = {e["name"]: e for e in client.get("/experts", headers=admin(rt)).json()}
     leads = [p.expert for p in rt.retriever.library.pilots if p.kind == "corpus"] if rt.retriever.library else []
     assert len(leads) == 4 and names[leads[0]]["corpus_pilots"] == 4
+
+
+# (method, path as in the OpenAPI document, path sent, JSON body or None, whose key, status it must answer)
+ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
+    ("get", "/collections", "/collections", None, "none", 401),
+    ("post", "/collections", "/collections", None, "tenant", 422),
+    ("post", "/collections", "/collections", {"name": "docs"}, "tenant", 409),
+    ("post", "/collections", "/collections", {"name": "pinned", "expert": "nobody"}, "tenant", 404),
+    ("get", "/collections/{name}", "/collections/nope", None, "tenant", 404),
+    ("delete", "/collections/{name}", "/collections/nope", None, "tenant", 404),
+    ("post", "/collections/{name}/search", "/collections/docs/search", {"query": " "}, "tenant", 400),
+    ("post", "/collections/{name}/search", "/collections/docs/search", {"query": "x", "k": 1}, "tenant", 422),
+    (
+        "post",
+        "/collections/{name}/documents",
+        "/collections/docs/documents",
+        {"documents": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]},
+        "tenant",
+        400,
+    ),
+    ("post", "/collections/{name}/documents", "/collections/nope/documents", {"documents": [1]}, "tenant", 404),
+    ("get", "/jobs/{job_id}", "/jobs/12345", None, "tenant", 404),
+    ("get", "/experts", "/experts", None, "none", 401),
+    ("post", "/experts", "/experts", {"path": "/nonexistent"}, "admin", 400),
+    ("post", "/experts", "/experts", {"path": "/nonexistent"}, "tenant", 403),
+    ("delete", "/experts/{name}", "/experts/nobody", None, "admin", 404),
+    ("post", "/route", "/route", {"query": ""}, "tenant", 400),
+    ("post", "/route", "/route", {"query": "x", "collection": "nope"}, "tenant", 404),
+    ("post", "/tenants", "/tenants", {"name": "zz\n"}, "admin", 400),
+    ("post", "/tenants", "/tenants", {"name": "a__b"}, "admin", 400),
+    ("post", "/tenants", "/tenants", {"name": "acme"}, "admin", 409),
+    ("get", "/tenants", "/tenants", None, "tenant", 403),
+    ("post", "/tenants/{name}/keys", "/tenants/nobody/keys", None, "admin", 404),
+    ("get", "/dashboard", "/dashboard?refresh=-1", None, "tenant", 422),
+    ("get", "/dashboard/data", "/dashboard/data", None, "none", 401),
+]
+
+
+def test_every_error_is_documented_with_its_body(platform: tuple[TestClient, Runtime]) -> None:
+    """Each error a route answers is in the OpenAPI document under its status, as an ErrorOut, and the body sent
+    is one: a client generated from the document can read every error (422 included, which is not FastAPI's list)."""
+    from api.schemas import ErrorOut
+
+    client, rt = platform
+    keys = {"none": {}, "admin": admin(rt), "tenant": tenant(client, rt, "acme")}
+    assert client.post("/collections", json={"name": "docs"}, headers=keys["tenant"]).status_code == 201
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # no route documents FastAPI's 422 body
+    for method, template, path, body, who, status in ERROR_CASES:
+        r = client.request(method, path, json=body, headers=keys[who])
+        assert r.status_code == status, (method, path, r.text)
+        err = ErrorOut.model_validate(r.json())
+        assert err.detail and "\n" not in err.detail.strip(), (path, err)
+        documented = spec["paths"][template][method]["responses"]
+        assert str(status) in documented, (method, template, status, sorted(documented))
+        assert documented[str(status)]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorOut"
+        }, (method, template, status)
+    for operation in (op for item in spec["paths"].values() for op in item.values()):
+        if "422" in operation["responses"]:
+            assert "ErrorOut" in str(operation["responses"]["422"]), operation["operationId"]
+
+
+def test_a_missing_body_names_the_body(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    r = client.post("/tenants", headers=admin(rt))
+    assert r.status_code == 422
+    assert r.json() == {"detail": "body: Field required", "field": "body"}
+
+
+def test_openapi_states_this_servers_limits(platform: tuple[TestClient, Runtime]) -> None:
+    """The limits that are settings appear in the document as the server enforces them, and the name rules as
+    patterns that accept and refuse exactly what the service does."""
+    import re
+
+    from api.service import FILTER_KEY_RE, NAME_RE, TENANT_NAME_RE
+
+    client, rt = platform
+    models = client.get("/openapi.json").json()["components"]["schemas"]
+    s = rt.settings
+    assert models["SearchIn"]["properties"]["top_k"]["maximum"] == s.max_top_k
+    assert models["SearchIn"]["properties"]["query"]["maxLength"] == s.max_query_chars
+    assert models["RouteIn"]["properties"]["query"]["maxLength"] == s.max_query_chars
+    assert models["DocumentsIn"]["properties"]["documents"]["maxItems"] == s.max_batch_documents
+    assert set(models["DocumentsIn"]["properties"]["documents"]["items"]["required"]) == {"id", "text"}
+    assert models["CollectionIn"]["properties"]["name"]["pattern"] == NAME_RE.pattern
+    assert models["TenantIn"]["properties"]["name"]["pattern"] == TENANT_NAME_RE.pattern
+    flt = next(b for b in models["SearchIn"]["properties"]["filter"]["anyOf"] if b.get("type") == "object")
+    assert flt["propertyNames"]["pattern"] == FILTER_KEY_RE.pattern
+    query_rule = re.compile(models["SearchIn"]["properties"]["query"]["pattern"])
+    for q in ["x", " x ", " \t\n", "\x1d", "\x85", "\u3000"]:  # blank to str.strip(), some not to ECMA's \s
+        assert bool(query_rule.search(q)) is bool(q.strip()), repr(q)
+    # JSON Schema's "$" is the end of the string; the service matches whole names, so both refuse "x\n"
+    tenant_rule = re.compile(TENANT_NAME_RE.pattern)
+    for name, ok in [("acme", True), ("a-b_c", True), ("a__b", False), ("a_", False), ("x\n", False), ("", False)]:
+        assert bool(tenant_rule.fullmatch(name)) is ok, name
+        r = client.post("/tenants", json={"name": name}, headers=admin(rt))
+        assert (r.status_code == 201) is ok, (name, r.text)

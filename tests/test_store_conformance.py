@@ -118,6 +118,13 @@ def test_create_existing_is_conflict(store: VectorStore, name: str) -> None:
         store.create_collection(name, {"base": 8})
 
 
+@pytest.mark.parametrize("bad", ["", "a b", ".hidden", "a/b", "docs\n", "x" * 129])
+def test_bad_collection_names_are_invalid(store: VectorStore, bad: str) -> None:
+    with pytest.raises(InvalidInput, match="name"):
+        store.create_collection(bad, {"base": 8})
+    assert bad not in store.list_collections()
+
+
 UNKNOWN_COLLECTION_CALLS: dict[str, Callable[[VectorStore, str], Any]] = {
     "delete_collection": lambda s, n: s.delete_collection(n),
     "vector_names": lambda s, n: s.vector_names(n),

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from api.dashboard import render
 from api.dashboard.data import dashboard_data
 from api.deps import DASHBOARD_COOKIE, RuntimeDep, find_principal
+from api.schemas import errors, json_errors
 
 router = APIRouter(prefix="/dashboard", tags=["operations"])
 
@@ -23,7 +24,14 @@ COOKIE_MAX_AGE_S = 12 * 3600
 MAX_FORM_BYTES = 4096
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    responses={
+        401: {"description": "The sign-in form (no key, or an unknown one).", "content": {"text/html": {}}},
+        **json_errors(422),
+    },
+)
 def page(
     request: Request,
     rt: RuntimeDep,
@@ -37,7 +45,7 @@ def page(
     return HTMLResponse(render.dashboard(data, refresh), headers={"Cache-Control": "no-store"})
 
 
-@router.get("/data")
+@router.get("/data", responses=errors(401, 503))
 def data(request: Request, rt: RuntimeDep) -> Any:
     """The figures the page renders, as JSON."""
     p = find_principal(rt, request)
@@ -50,7 +58,12 @@ def data(request: Request, rt: RuntimeDep) -> Any:
     return JSONResponse(dashboard_data(rt, None if p.is_admin else p.tenant), headers={"Cache-Control": "no-store"})
 
 
-@router.post("/login", response_class=HTMLResponse)
+@router.post(
+    "/login",
+    response_class=RedirectResponse,
+    status_code=status.HTTP_303_SEE_OTHER,
+    responses={401: {"description": "The sign-in form again: that key is not known.", "content": {"text/html": {}}}},
+)
 async def login(request: Request, rt: RuntimeDep) -> Response:
     """Check the key from the form and keep it in the dashboard's cookie (parsed by hand: no multipart dependency)."""
     body = await request.body()
@@ -70,7 +83,7 @@ async def login(request: Request, rt: RuntimeDep) -> Response:
     return resp
 
 
-@router.post("/logout")
+@router.post("/logout", response_class=RedirectResponse, status_code=status.HTTP_303_SEE_OTHER)
 def logout() -> Response:
     resp = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     resp.delete_cookie(DASHBOARD_COOKIE, path="/dashboard", httponly=True, samesite="strict")
