@@ -11,6 +11,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from api.middleware import RequestMetrics
 from api.routes import collections, dashboard, experts, health, jobs, metrics, tenants
@@ -59,6 +60,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         count_error(f"http_{exc.status_code}", "api")
+        if exc.status_code == 405:  # Starlette names the first route's methods only; a path may have several routes
+            path = request.scope["path"].removeprefix(request.scope.get("root_path", "")) or "/"
+            allowed = {m for r in every_route if r.path_regex.match(path) for m in r.methods or ()}
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
@@ -66,9 +71,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         count_error(type(exc).__name__, "api")
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
-    routers = (health.router, collections.router, jobs.router, experts.router, tenants.router)
-    for r in (*routers, metrics.router, dashboard.router):
+    routers = [m.router for m in (health, collections, jobs, experts, tenants, metrics, dashboard)]
+    for r in routers:
         app.include_router(r)
+    # Every route with its path and methods (the app lists an included router as one entry), for 405's Allow.
+    listed = [*app.routes, *(route for r in routers for route in r.routes)]
+    every_route = [r for r in listed if isinstance(r, Route)]
     app.add_middleware(RequestMetrics)
     _document_limits(app)
     return app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from api.service import FILTER_KEY_RE, NAME_RE, TENANT_NAME_RE
 from ingest.pipeline import MAX_ID_CHARS, MAX_TEXT_CHARS
+from router.experts import NAME_RE as EXPERT_NAME_RE
 
 # What each error status means on this API. Every error body is an ``ErrorOut``: the request-validation errors (422)
 # too, which the app reports in that shape instead of FastAPI's list of pydantic errors.
@@ -49,24 +50,44 @@ _SCALAR: JsonDict = {"type": ["string", "integer", "boolean"]}
 FILTER_VALUE: JsonDict = {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "minItems": 1}]}
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer includes 10.0; the strict bodies would refuse it, so take it as 10 (and 10.5 stays
+    refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _branch(schema: JsonDict, kind: str) -> JsonDict:
+    """The non-null branch of an optional field's schema (``anyOf: [{type: kind, ...}, {type: null}]``)."""
+    return next(b for b in cast(list[JsonDict], schema["anyOf"]) if b.get("type") == kind)
+
+
+def _expert_schema(schema: JsonDict) -> None:
+    _branch(schema, "string").update(pattern=EXPERT_NAME_RE.pattern)
+
+
 def _filter_schema(schema: JsonDict) -> None:
     """A filter is null or an object of metadata key -> value (or non-empty list of values)."""
-    for branch in cast(list[JsonDict], schema["anyOf"]):
-        if branch.get("type") == "object":
-            branch.update(propertyNames={"pattern": FILTER_KEY_RE.pattern}, additionalProperties=FILTER_VALUE)
+    _branch(schema, "object").update(
+        propertyNames={"pattern": FILTER_KEY_RE.pattern}, additionalProperties=FILTER_VALUE
+    )
 
 
 class Body(BaseModel):
-    """A request body: a field it does not know is an error (a misspelt ``top_k`` is not silently the default)."""
+    """A request body: a field it does not know is an error (a misspelt ``top_k`` is not silently the default), and
+    values are taken as their JSON types say, not coerced (``"explain": 0`` is not false, ``"top_k": "5"`` not 5)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class CollectionIn(Body):
     name: str = Field(
         description="1-60 of a-z, 0-9, '-', '_', starting alphanumeric.", json_schema_extra={"pattern": NAME_RE.pattern}
     )
-    expert: str | None = Field(None, description="Pin one expert (or 'base') instead of routing each query.")
+    expert: str | None = Field(
+        None,
+        description="Pin one expert (or 'base') instead of routing each query.",
+        json_schema_extra=_expert_schema,
+    )
 
 
 class CollectionOut(BaseModel):
@@ -83,12 +104,12 @@ class DocumentIn(BaseModel):
     """One document of ``DocumentsIn`` (documentation only: the service checks each and names the one at fault)."""
 
     id: str | int = Field(json_schema_extra={"anyOf": [{**NON_EMPTY, "maxLength": MAX_ID_CHARS}, {"type": "integer"}]})
-    title: str = Field("", json_schema_extra={"maxLength": MAX_TEXT_CHARS})
+    title: str | None = Field("", description="null is no title.")
     text: str = Field(
         description=f"Title and text together at most {MAX_TEXT_CHARS} characters.",
         json_schema_extra={**NON_EMPTY, "maxLength": MAX_TEXT_CHARS},
     )
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Plain JSON; its keys can be filtered on.")
+    metadata: dict[str, Any] | None = Field(None, description="Plain JSON; its keys can be filtered on. null is none.")
 
 
 class DocumentsIn(Body):
@@ -113,13 +134,17 @@ class JobOut(BaseModel):
 
 class SearchIn(Body):
     query: Any = Field(description="The query text (non-empty).", json_schema_extra=NON_EMPTY)
-    top_k: int = Field(10, json_schema_extra={"minimum": 1})
+    top_k: Annotated[int, BeforeValidator(_whole_number)] = Field(10, json_schema_extra={"minimum": 1})
     filter: dict[str, Any] | None = Field(
         None,
         description="Metadata equality: {key: value or [values]}.",
         json_schema_extra=_filter_schema,
     )
-    expert: str = Field("auto", description="'auto' routes by the pilots; 'base' or an expert name forces one.")
+    expert: str = Field(
+        "auto",
+        description="'auto' routes by the pilots; 'base' or an expert name forces one.",
+        json_schema_extra={"pattern": EXPERT_NAME_RE.pattern},
+    )
     explain: bool = Field(False, description="Also return each hit's text.")
 
 

@@ -45,7 +45,7 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
         if doc_id in seen:
             raise InvalidInput(f"{where}.id {doc_id!r} appears twice in this batch", field=f"{where}.id")
         seen.add(doc_id)
-        title = d.get("title") or ""
+        title = "" if d.get("title") is None else d["title"]  # null is no title; false or 0 is not a title
         text = d.get("text")
         if not isinstance(title, str):
             raise InvalidInput(f"{where}.title must be a string", field=f"{where}.title")
@@ -53,7 +53,7 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
             raise InvalidInput(f"{where}.text is required (a non-empty string)", field=f"{where}.text")
         if len(text) + len(title) > MAX_TEXT_CHARS:
             raise InvalidInput(f"{where}.text is longer than {MAX_TEXT_CHARS} characters", field=f"{where}.text")
-        meta = d.get("metadata") or {}
+        meta = {} if d.get("metadata") is None else d["metadata"]
         if not isinstance(meta, Mapping):
             raise InvalidInput(f"{where}.metadata must be an object", field=f"{where}.metadata")
         _check_metadata(where, doc_id, meta)

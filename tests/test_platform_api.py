@@ -354,6 +354,25 @@ ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
     ("delete", "/collections/{name}", "/collections/nope", None, "tenant", 404),
     ("post", "/collections/{name}/search", "/collections/docs/search", {"query": " "}, "tenant", 400),
     ("post", "/collections/{name}/search", "/collections/docs/search", {"query": "x", "k": 1}, "tenant", 422),
+    ("post", "/collections/{name}/search", "/collections/docs/search", {"query": "x", "explain": 0}, "tenant", 422),
+    ("post", "/collections/{name}/search", "/collections/docs/search", {"query": "x", "top_k": "5"}, "tenant", 422),
+    ("post", "/collections/{name}/search", "/collections/docs/search", {"query": "x", "top_k": 2.5}, "tenant", 422),
+    (
+        "post",
+        "/collections/{name}/documents",
+        "/collections/docs/documents",
+        {"documents": [{"id": "a", "text": "t", "metadata": False}]},
+        "tenant",
+        400,
+    ),
+    (
+        "post",
+        "/collections/{name}/documents",
+        "/collections/docs/documents",
+        {"documents": [{"id": "a", "text": "t", "title": 0}]},
+        "tenant",
+        400,
+    ),
     (
         "post",
         "/collections/{name}/documents",
@@ -427,6 +446,14 @@ def test_openapi_states_this_servers_limits(platform: tuple[TestClient, Runtime]
     assert models["RouteIn"]["properties"]["query"]["maxLength"] == s.max_query_chars
     assert models["DocumentsIn"]["properties"]["documents"]["maxItems"] == s.max_batch_documents
     assert set(models["DocumentsIn"]["properties"]["documents"]["items"]["required"]) == {"id", "text"}
+    document = models["DocumentsIn"]["properties"]["documents"]["items"]["properties"]
+    assert {"type": "null"} in document["title"]["anyOf"] and {"type": "null"} in document["metadata"]["anyOf"]
+    h = tenant(client, rt, "nulls")
+    assert client.post("/collections", json={"name": "docs"}, headers=h).status_code == 201
+    doc = {"id": "n1", "title": None, "text": "the protein", "metadata": None}  # null is no title, no metadata
+    assert client.post("/collections/docs/documents", json={"documents": [doc]}, headers=h).status_code == 202
+    r = client.post("/collections/docs/search", json={"query": "protein", "top_k": 3.0}, headers=h)  # JSON's integer
+    assert r.status_code == 200, r.text
     assert models["CollectionIn"]["properties"]["name"]["pattern"] == NAME_RE.pattern
     assert models["TenantIn"]["properties"]["name"]["pattern"] == TENANT_NAME_RE.pattern
     flt = next(b for b in models["SearchIn"]["properties"]["filter"]["anyOf"] if b.get("type") == "object")
@@ -440,3 +467,18 @@ def test_openapi_states_this_servers_limits(platform: tuple[TestClient, Runtime]
         assert bool(tenant_rule.fullmatch(name)) is ok, name
         r = client.post("/tenants", json={"name": name}, headers=admin(rt))
         assert (r.status_code == 201) is ok, (name, r.text)
+
+
+def test_a_wrong_method_names_every_method_of_the_path(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    for path, allowed in [
+        ("/collections", "GET, POST"),
+        ("/collections/docs", "DELETE, GET"),
+        ("/experts", "GET, POST"),
+        ("/tenants", "GET, POST"),
+        ("/collections/docs/search", "POST"),
+    ]:
+        r = client.request("PUT", path, headers=admin(rt))
+        assert r.status_code == 405, (path, r.text)
+        assert r.headers["allow"] == allowed, path
+        assert r.json()["detail"]
