@@ -105,7 +105,7 @@ def iter_corpus(folder: str | Path) -> Iterator[Document]:
         text = _str_field(path, lineno, obj, "text", False)
         if "text" not in obj and "title" not in obj:
             raise DataFormatError(str(path), lineno, "text", "missing (a document needs a text or a title)")
-        meta = obj.get("metadata") or {}
+        meta = {} if obj.get("metadata") is None else obj["metadata"]  # null is none; false or [] is an error
         if not isinstance(meta, dict):
             raise DataFormatError(str(path), lineno, "metadata", "must be an object")
         yield Document(doc_id, title.strip(), text.strip(), meta)

@@ -52,6 +52,15 @@ def test_wrong_type_and_duplicate_id(tmp_path: Path) -> None:
         list(iter_corpus(d2))
 
 
+@pytest.mark.parametrize("meta", [False, [], 0, "lang=en"])
+def test_metadata_that_is_not_an_object_names_field_and_line(tmp_path: Path, meta: object) -> None:
+    ok = json.dumps({"_id": "d1", "text": "ok", "metadata": None})  # null is no metadata
+    d = _collection(tmp_path, [ok, json.dumps({"_id": "d2", "text": "ok", "metadata": meta})])
+    with pytest.raises(DataFormatError, match="must be an object") as err:
+        list(iter_corpus(d))
+    assert err.value.line == 2 and err.value.field == "metadata"
+
+
 def test_bad_qrels_score(tmp_path: Path) -> None:
     d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})], "query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
     with pytest.raises(DataFormatError) as err:
