@@ -52,7 +52,6 @@ class Settings(BaseSettings):
         description="Which experts the platform serves: query-side (documents encoded once, by the base) or "
         "query+document (each expert also encodes documents into its own named vector).",
     )
-    beir_dir: Path = Field(REPO_ROOT.parent / "shared" / "data" / "beir", description="Folder of BEIR collections.")
 
     # --- platform ----------------------------------------------------------------------------
     store_url: str = Field(
