@@ -182,3 +182,9 @@ class TenantIn(Body):
 class TenantOut(BaseModel):
     tenant: str
     api_key: str = Field(description="Shown once; only its hash is stored.")
+    key_id: str = Field(description="The key's public id, to list and revoke it by.")
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    created_at: float

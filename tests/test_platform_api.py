@@ -394,6 +394,9 @@ ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
     ("post", "/tenants", "/tenants", {"name": "acme"}, "admin", 409),
     ("get", "/tenants", "/tenants", None, "tenant", 403),
     ("post", "/tenants/{name}/keys", "/tenants/nobody/keys", None, "admin", 404),
+    ("get", "/tenants/{name}/keys", "/tenants/nobody/keys", None, "admin", 404),
+    ("delete", "/tenants/{name}/keys/{key_id}", "/tenants/acme/keys/000000000000", None, "admin", 404),
+    ("delete", "/tenants/{name}/keys/{key_id}", "/tenants/acme/keys/000000000000", None, "tenant", 403),
     ("get", "/dashboard", "/dashboard?refresh=-1", None, "tenant", 422),
     ("get", "/dashboard/data", "/dashboard/data", None, "none", 401),
 ]
@@ -482,3 +485,34 @@ def test_a_wrong_method_names_every_method_of_the_path(platform: tuple[TestClien
         assert r.status_code == 405, (path, r.text)
         assert r.headers["allow"] == allowed, path
         assert r.json()["detail"]
+
+
+def test_keys_are_listed_and_revoked_by_id(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    a = admin(rt)
+    first = client.post("/tenants", json={"name": "acme"}, headers=a).json()
+    second = client.post("/tenants/acme/keys", headers=a).json()
+    assert first["key_id"] != second["key_id"] and len(first["key_id"]) == 12
+    assert first["key_id"] not in first["api_key"]  # the id is of the hash, not a piece of the key
+    listed = client.get("/tenants/acme/keys", headers=a).json()
+    assert [k["key_id"] for k in listed] == [first["key_id"], second["key_id"]]  # oldest first
+    old, new = ({"Authorization": f"Bearer {k['api_key']}"} for k in (first, second))
+    assert client.get("/collections", headers=old).status_code == 200
+
+    assert client.delete(f"/tenants/acme/keys/{first['key_id']}", headers=new).status_code == 403  # admin only
+    assert client.delete(f"/tenants/acme/keys/{first['key_id']}", headers=a).status_code == 204
+    assert client.get("/collections", headers=old).status_code == 401  # from the next request on
+    assert client.get("/collections", headers=new).status_code == 200  # the others keep working
+    assert [k["key_id"] for k in client.get("/tenants/acme/keys", headers=a).json()] == [second["key_id"]]
+    r = client.delete(f"/tenants/acme/keys/{first['key_id']}", headers=a)
+    assert r.status_code == 404 and second["key_id"] in r.json()["detail"]  # names the keys it has
+    assert client.get("/tenants/nobody/keys", headers=a).status_code == 404
+
+    # The admin's last key is kept; with a second one, the first can go.
+    (only,) = client.get("/tenants/admin/keys", headers=a).json()
+    r = client.delete(f"/tenants/admin/keys/{only['key_id']}", headers=a)
+    assert r.status_code == 409 and "last admin key" in r.json()["detail"]
+    spare = client.post("/tenants/admin/keys", headers=a).json()
+    b = {"Authorization": f"Bearer {spare['api_key']}"}
+    assert client.delete(f"/tenants/admin/keys/{only['key_id']}", headers=b).status_code == 204
+    assert client.get("/tenants", headers=a).status_code == 401 and client.get("/tenants", headers=b).status_code == 200
