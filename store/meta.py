@@ -33,7 +33,11 @@ KEY_ID_CHARS = 12
 
 def key_id(key: str) -> str:
     """A key's public name: the start of its hash, enough to list and revoke it by, useless to sign in with."""
-    return hash_key(key)[:KEY_ID_CHARS]
+    return _id_of(hash_key(key))
+
+
+def _id_of(key_hash: str) -> str:
+    return key_hash[:KEY_ID_CHARS]
 
 
 @dataclass
@@ -108,27 +112,25 @@ class MetaStore:
         self._put(f"key:{h}", {"kind": "key", "key_hash": h, "tenant": tenant, "created_at": time.time()})
         return key
 
-    def list_keys(self, tenant: str) -> list[dict[str, Any]]:
-        """The tenant's keys by id and creation time, oldest first (the keys themselves are not kept)."""
+    def _key_records(self, tenant: str) -> list[dict[str, Any]]:
         if tenant != ADMIN and self._get(f"tenant:{tenant}") is None:
             raise NotFound(f"no tenant {tenant!r}")
-        records = sorted(self._scan(kind="key", tenant=tenant), key=lambda r: r["created_at"])
-        return [{"key_id": r["key_hash"][:KEY_ID_CHARS], "created_at": r["created_at"]} for r in records]
+        return sorted(self._scan(kind="key", tenant=tenant), key=lambda r: r["created_at"])
+
+    def list_keys(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's keys by id and creation time, oldest first (the keys themselves are not kept)."""
+        return [{"key_id": _id_of(r["key_hash"]), "created_at": r["created_at"]} for r in self._key_records(tenant)]
 
     def revoke_key(self, tenant: str, kid: str) -> None:
         """Delete one key of the tenant; requests with it get 401 from then on. The admin's last key is kept."""
-        keys = self.list_keys(tenant)
-        if not any(k["key_id"] == kid for k in keys):
-            raise NotFound(f"tenant {tenant!r} has no key {kid!r} (have: {', '.join(k['key_id'] for k in keys)})")
-        if tenant == ADMIN and len(keys) == 1:
+        records = self._key_records(tenant)
+        hit = [r for r in records if _id_of(r["key_hash"]) == kid]
+        if not hit:
+            have = ", ".join(_id_of(r["key_hash"]) for r in records) or "none"
+            raise NotFound(f"tenant {tenant!r} has no key {kid!r} (have: {have})")
+        if tenant == ADMIN and len(hit) == len(records):
             raise Conflict("that is the last admin key: create another (POST /tenants/admin/keys) first")
-        self._delete(
-            *(
-                f"key:{r['key_hash']}"
-                for r in self._scan(kind="key", tenant=tenant)
-                if r["key_hash"][:KEY_ID_CHARS] == kid
-            )
-        )
+        self._delete(*(f"key:{r['key_hash']}" for r in hit))
 
     def tenant_for_key(self, key: str) -> str | None:
         rec = self._get(f"key:{hash_key(key)}")
