@@ -50,8 +50,12 @@ app = typer.Typer(
 )
 experts_app = typer.Typer(help="Train, list and remove experts.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print a table and write benchmarks/results/*.json.", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Tenants and their API keys, through the API (admin key): create, list, issue, revoke.", no_args_is_help=True
+)
 app.add_typer(experts_app, name="experts")
 app.add_typer(bench_app, name="bench")
+app.add_typer(tenants_app, name="tenants")
 console = Console()
 
 Mode = Annotated[str, typer.Option(help="Expert sides: 'query' (default, the paper's) or 'query+document'.")]
@@ -655,3 +659,60 @@ def search(
     console.print(f"expert: [bold]{res['route']['expert']}[/]  timings: {res['timings']}")
     for h in res["results"]:
         console.print(f"{h['score']:.4f}  {h['id']}  {h['title'][:80]}")
+
+
+# ---- tenants and keys (the API's /tenants, with the admin key) ------------------------------------------------
+Url = Annotated[str | None, typer.Option(help="The platform's URL (default RR_API_URL, else RR_HOST:RR_PORT).")]
+Key = Annotated[str | None, typer.Option(help="The admin key (default RR_API_KEY, RR_ADMIN_KEY or admin.key).")]
+
+
+def _admin_call(method: str, path: str, url: str | None, key: str | None, body: dict | None = None) -> Any:  # type: ignore[type-arg]
+    import httpx
+
+    base, headers = _api(url, key)
+    with _reaching(base):
+        resp = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=60)
+    return _check(resp)
+
+
+def _show_issued(issued: dict[str, str]) -> None:
+    """The key alone on stdout, so that `KEY=$(rr tenants create acme)` takes it; what it is goes to stderr."""
+    note = Console(stderr=True)
+    note.print(f"tenant {issued['tenant']!r}, key_id {issued['key_id']}; shown once (only its hash is kept):")
+    print(issued["api_key"])
+
+
+@tenants_app.command("create")
+def tenants_create(name: str, url: Url = None, key: Key = None) -> None:
+    """Create a tenant and print its first API key."""
+    _show_issued(_admin_call("POST", "/tenants", url, key, {"name": name}))
+
+
+@tenants_app.command("list")
+def tenants_list(url: Url = None, key: Key = None) -> None:
+    """The tenants, one a line."""
+    for name in _admin_call("GET", "/tenants", url, key):
+        print(name)
+
+
+@tenants_app.command("keys")
+def tenants_keys(name: str, url: Url = None, key: Key = None) -> None:
+    """A tenant's keys ('admin' for the admin's): key_id and creation time (UTC)."""
+    from datetime import UTC, datetime
+
+    for k in _admin_call("GET", f"/tenants/{name}/keys", url, key):
+        created = datetime.fromtimestamp(float(k["created_at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{k['key_id']}  {created}")
+
+
+@tenants_app.command("issue-key")
+def tenants_issue_key(name: str, url: Url = None, key: Key = None) -> None:
+    """Another key for a tenant; its other keys keep working until revoked."""
+    _show_issued(_admin_call("POST", f"/tenants/{name}/keys", url, key))
+
+
+@tenants_app.command("revoke-key")
+def tenants_revoke_key(name: str, key_id: str, url: Url = None, key: Key = None) -> None:
+    """Revoke one of a tenant's keys by its key_id (401 with it from the next request on)."""
+    _admin_call("DELETE", f"/tenants/{name}/keys/{key_id}", url, key)
+    console.print(f"revoked {key_id} of {name!r}")

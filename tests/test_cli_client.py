@@ -86,3 +86,37 @@ def test_bench_platform_scores_through_the_api(base_url: str, beir_root: Path, t
     # what measured it: the checkout (a test runs in one) and the machine, whose speed the timings depend on
     assert len(out["commit"].removesuffix("+dirty")) == 40
     assert out["machine"]["cores"] >= 1 and out["machine"]["cpu"] and out["machine"]["cpu_capability"]
+
+
+def test_tenants_and_keys_from_the_command_line(base_url: str) -> None:
+    api = ("--url", base_url, "--key", ADMIN_KEY)
+    res = runner.invoke(app, ["tenants", "create", "cli-tenant", *api])
+    assert res.exit_code == 0, res.output
+    first = res.stdout.strip()  # the key alone on stdout; what it is goes to stderr
+    assert first and "\n" not in first and "key_id" in res.stderr
+    assert httpx.get(f"{base_url}/collections", headers=bearer(first)).status_code == 200
+    code, out = _rr("tenants", "list", *api)
+    assert code == 0 and "cli-tenant" in out.split()
+
+    res = runner.invoke(app, ["tenants", "issue-key", "cli-tenant", *api])
+    assert res.exit_code == 0, res.output
+    second = res.stdout.strip()
+    res = runner.invoke(app, ["tenants", "keys", "cli-tenant", *api])
+    assert res.exit_code == 0, res.output
+    listed = [line.split()[0] for line in res.stdout.splitlines()]
+    first_id = httpx.get(f"{base_url}/tenants/cli-tenant/keys", headers=bearer(ADMIN_KEY)).json()[0]["key_id"]
+    assert first_id in listed and len(listed) == 2
+
+    code, out = _rr("tenants", "revoke-key", "cli-tenant", first_id, *api)
+    assert code == 0, out
+    assert httpx.get(f"{base_url}/collections", headers=bearer(first)).status_code == 401
+    assert httpx.get(f"{base_url}/collections", headers=bearer(second)).status_code == 200
+
+    code, out = _rr("tenants", "revoke-key", "cli-tenant", first_id, *api)  # already revoked
+    assert code == 2 and out.startswith("error:") and "404" in out
+    code, out = _rr("tenants", "keys", "nobody", *api)
+    assert code == 2 and "404" in out
+    code, out = _rr("tenants", "create", "Bad Name", *api)
+    assert code == 2 and "400" in out
+    code, out = _rr("tenants", "list", "--url", base_url, "--key", second)  # a tenant's key is not the admin's
+    assert code == 2 and "403" in out
