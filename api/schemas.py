@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonDict
 from api.service import FILTER_KEY_RE, NAME_RE, TENANT_NAME_RE
 from ingest.pipeline import MAX_ID_CHARS, MAX_TEXT_CHARS
 from router.experts import NAME_RE as EXPERT_NAME_RE
+from store._checks import INT_MAX, INT_MIN
 
 # What each error status means on this API. Every error body is an ``ErrorOut``: the request-validation errors (422)
 # too, which the app reports in that shape instead of FastAPI's list of pydantic errors.
@@ -46,7 +47,7 @@ def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # client what is accepted; the service's checks stay the rule. Limits that are settings are filled in by the app.
 # Something other than whitespace as Python's str.strip() sees it (ECMA's \s leaves out \x1c-\x1f and \x85).
 NON_EMPTY: JsonDict = {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"}
-_SCALAR: JsonDict = {"type": ["string", "integer", "boolean"]}
+_SCALAR: JsonDict = {"type": ["string", "integer", "boolean"], "minimum": INT_MIN, "maximum": INT_MAX}  # bounds: ints
 FILTER_VALUE: JsonDict = {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "minItems": 1}]}
 
 

@@ -164,8 +164,8 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
     r = rt.retriever
     out: list[str] = []
     stale: list[str] = []
-    for e in r.experts:
-        if r.vector_for(e) == BASE:
+    for e, expert in sorted(dict(r.manifests).items()):  # one snapshot: another thread may remove an expert meanwhile
+        if not expert.manifest.encodes_documents:
             out.append(e)
         elif info.backfill.get(e) == "done":
             try:
@@ -181,6 +181,19 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
     return out
 
 
+def _named(rt: Any, info: CollectionInfo, expert: str) -> str:
+    """A search's expert named in the request or pinned by its collection: refused while it is not served (404) or
+    its named vector on this collection is still being (re)built (409, which queues what is stale)."""
+    if expert == BASE:
+        return BASE
+    r = rt.retriever
+    if expert not in r.experts:
+        raise NotFound(f"unknown expert {expert!r} (have: {', '.join(r.experts) or 'none'}; or 'auto', 'base')")
+    if expert not in routable_experts(rt, info):
+        raise Conflict(f"expert {expert!r} is still being backfilled on collection {info.name!r}; try again later")
+    return expert
+
+
 def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, Any]:
     """The expert a query would go to; on a collection, as its search would, refusing (409) while the collection is
     re-encoded for another base model."""
@@ -191,7 +204,7 @@ def route(rt: Any, query: str, info: CollectionInfo | None = None) -> dict[str, 
     lib = rt.retriever.library
     rule = lib.rule if lib is not None else None
     if info is not None and info.pinned_expert:  # as search does: a pinned collection is never routed
-        return {"expert": info.pinned_expert, "rule": rule, "scores": {}, "timings": {}}
+        return {"expert": _named(rt, info, info.pinned_expert), "rule": rule, "scores": {}, "timings": {}}
     allowed = routable_experts(rt, info) if info is not None else None
     r = rt.retriever.route(query, allowed)
     return {"expert": r.expert, "rule": rule, "scores": r.scores, "timings": r.timings}
@@ -246,35 +259,45 @@ def _search(
     explain: bool,
     t0: float,
 ) -> dict[str, Any]:
+    r = rt.retriever
+    r.refresh()  # before the collection is read: its record then says what became of any expert refresh changed
     info = rt.meta.get_collection(tenant, name)
     _check_query(rt, query)
     check_base_vectors(rt, info)
     if not isinstance(top_k, int) or not 1 <= top_k <= rt.settings.max_top_k:
         raise InvalidInput(f"top_k must be between 1 and {rt.settings.max_top_k}", field="top_k")
     store_filter = _store_filter(flt)
-    r = rt.retriever
-    r.refresh()
-    timings: dict[str, float] = {}
-    scores: dict[str, float] = {}
-    if expert == "auto":
-        if info.pinned_expert:
-            chosen = info.pinned_expert
-        else:
+    routed = expert == "auto" and not info.pinned_expert
+    named = info.pinned_expert if expert == "auto" else expert  # a pinned collection searches as if it were named
+    for attempt in (1, 2):
+        timings: dict[str, float] = {}
+        scores: dict[str, float] = {}
+        if routed:
             decision = r.route(query, routable_experts(rt, info))
             chosen, scores = decision.expert, decision.scores
             timings.update(decision.timings)
-    elif expert == BASE:
-        chosen = BASE
-    else:
-        if expert not in r.experts:
-            raise NotFound(f"unknown expert {expert!r} (have: {', '.join(r.experts) or 'none'}; or 'auto', 'base')")
-        if expert not in routable_experts(rt, info):
-            raise Conflict(f"expert {expert!r} is still being backfilled on collection {name!r}; try again later")
-        chosen = expert
-    t1 = time.perf_counter()
-    qvec = r.encode_query(query, chosen)
-    t2 = time.perf_counter()
-    hits = rt.store.search(info.physical, r.vector_for(chosen), qvec, top_k, filter=store_filter or None)
+        else:
+            chosen = _named(rt, info, named)
+        try:
+            vector = r.vector_for(chosen)
+            t1 = time.perf_counter()
+            qvec = r.encode_query(query, chosen)
+            t2 = time.perf_counter()
+            hits = rt.store.search(info.physical, vector, qvec, top_k, filter=store_filter or None)
+            break
+        except (NotFound, InvalidInput):
+            # The expert stopped being served, or its named vector went, while this request used it: an expert
+            # removed or replaced by another request or process. A routed search routes once more over what is
+            # served now; a named one gets the refusal it would get now (404, or 409 while it is backfilled).
+            r.refresh()
+            info = rt.meta.get_collection(tenant, name)
+            if chosen == BASE or (chosen in r.experts and chosen in routable_experts(rt, info)):
+                raise  # not a change of experts: the request's own error
+            if not routed:
+                _named(rt, info, chosen)
+            if attempt == 2:
+                raise Conflict("the experts changed twice during this search; try again") from None
+            log.info("expert %r went during a search on %s/%s: routing it again", chosen, tenant, name)
     t3 = time.perf_counter()
     timings.update({"expert_pass_ms": (t2 - t1) * 1000, "search_ms": (t3 - t2) * 1000, "total_ms": (t3 - t0) * 1000})
     results = [
@@ -289,7 +312,7 @@ def _search(
     ]
     return {
         "results": results,
-        "route": {"expert": chosen, "scores": scores, "vector": r.vector_for(chosen)},
+        "route": {"expert": chosen, "scores": scores, "vector": vector},
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
 

@@ -73,6 +73,8 @@ def _check_metadata(where: str, doc_id: str, meta: Mapping[str, Any]) -> None:
     field = f"{where}.metadata.{path}" if path else f"{where}.metadata"
     if isinstance(value, float):
         problem = f"is {value!r}: NaN and infinity are not JSON numbers; send a finite number or null"
+    elif isinstance(value, int):
+        problem = f"is {value}: integers must fit in 64 bits (signed); send it as a string or a float"
     else:
         problem = (
             f"holds {value!r}: metadata must be plain JSON (string keys; strings, numbers, booleans, null, lists, "

@@ -276,14 +276,14 @@ class TextEncoder:
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Encode with one expert (None/'base' = base model); float32, (len(texts), dim), order kept."""
-        name = self._check_expert(expert)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        # One lock over the cache lookup, the forward passes and the cache writes: an expert reloaded meanwhile
-        # (router.serving refresh) changes its fingerprint, and a vector must be cached under the adapter that
-        # made it.
+        # One lock over the expert check, the cache lookup, the forward passes and the cache writes: an expert
+        # removed or reloaded meanwhile (router.serving refresh) is refused or changes its fingerprint, and a vector
+        # must be cached under the adapter that made it.
         with self._lock:
+            name = self._check_expert(expert)
+            if not texts:
+                return out
             fp = self.fingerprint(name, side)
             hits = self.cache.get_many(fp, texts) if self.cache else {}
             for i, v in hits.items():
@@ -324,13 +324,13 @@ class TextEncoder:
         """One forward pass over rows that use different experts (None = base), via peft's mixed batches."""
         if len(texts) != len(experts):
             raise InvalidInput("texts and experts must have the same length", field="experts")
-        names = [self._check_expert(e) for e in experts]
-        if self._peft is None:
-            return self.encode(texts, None, side)
         max_length = self.query_max_length if side == "query" else self.doc_max_length
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        with self._lock:
+        with self._lock:  # the experts are checked under it, as in encode
+            names = [self._check_expert(e) for e in experts]
+            if self._peft is None:
+                return self.encode(texts, None, side)
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 adapter_names = [names[i] or "__base__" for i in idx]

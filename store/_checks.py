@@ -122,15 +122,26 @@ def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
                     f"filter on {key!r}: values must be str, int or bool (or a list of them), got {v!r}",
                     field="filter",
                 )
+            if not isinstance(v, bool) and isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
+                raise InvalidInput(
+                    f"filter on {key!r}: {v} is outside the 64-bit integers ({INT_MIN}..{INT_MAX}) a payload holds",
+                    field="filter",
+                )
         out.append((key, values))
     return out
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # the engines' integer: a payload outside it comes back a float, a filter fails
+
+
 def first_non_json(value: Any, path: str = "") -> tuple[str, Any] | None:
     """Where ``value`` stops being the plain JSON a payload must be: (the dotted path, with [i] for list items, and
-    the offending value or key), or None when it is all plain JSON. NaN and infinity are not JSON numbers."""
-    if value is None or isinstance(value, str | bool | int):
+    the offending value or key), or None when it is all plain JSON. NaN and infinity are not JSON numbers; an
+    integer must fit in 64 bits (signed), which is what the engines store exactly."""
+    if value is None or isinstance(value, str | bool):
         return None
+    if isinstance(value, int):
+        return None if INT_MIN <= value <= INT_MAX else (path, value)
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, value)
     if isinstance(value, list | tuple):
@@ -160,7 +171,7 @@ def check_payload(doc_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     out = {**payload, "doc_id": doc_id}
     if not _is_json(out):
         raise InvalidInput(
-            f"payload of document {doc_id!r} must be plain JSON: str keys; str, int, finite float, bool, None, "
+            f"payload of document {doc_id!r} must be plain JSON: str keys; str, 64-bit int, finite float, bool, None, "
             "lists and objects of those",
             field="payload",
         )

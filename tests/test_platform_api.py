@@ -149,6 +149,14 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
         ("/collections", {"name": "Bad Name!"}, 400, "name"),
         ("/collections", {"name": "docs2\n"}, 400, "name"),  # "$" alone would let a trailing newline through
         ("/collections/docs/search", {"query": "x", "filter": {"lang\n": "en"}}, 400, "filter"),
+        ("/collections/docs/search", {"query": "x", "filter": {"n": 2**63}}, 400, "filter"),  # was a 500
+        ("/collections/docs/search", {"query": "x", "filter": {"n": [1, -(2**63) - 1]}}, 400, "filter"),
+        (
+            "/collections/docs/documents",
+            {"documents": [{"id": "x", "text": "t", "metadata": {"n": {"m": [2**64]}}}]},
+            400,
+            "documents[0].metadata.n.m[0]",
+        ),
         ("/collections", {"name": "pinned", "expert": "nobody"}, 404, None),
         ("/collections/docs/search", {"query": "x", "limit": 3}, 422, "limit"),  # the field is top_k
         ("/collections", {"name": "other", "pin": "base"}, 422, "pin"),
@@ -239,6 +247,9 @@ def test_a_document_expert_replaced_under_its_name_is_backfilled_anew(
     np.testing.assert_allclose(old, loaded(), atol=1e-5)
     query = {"query": "supersonic wing flow"}
     assert "aero" in client.post("/collections/docs/search", json=query, headers=h).json()["route"]["scores"]
+    for pinned in ("pinned-search", "pinned-route"):  # collections pinned to aero are never routed, but go stale too
+        assert client.post("/collections", json={"name": pinned, "expert": "aero"}, headers=h).status_code == 201
+        ingest(client, rt, h, pinned, DOCS)
 
     # replaced under its name the way `rr experts train --replace` does, behind the running platform's back
     new = perturbed_expert(experts["aero"], tmp_path / "replacement" / "aero", 0.5)
@@ -246,6 +257,12 @@ def test_a_document_expert_replaced_under_its_name_is_backfilled_anew(
     res = client.post("/collections/docs/search", json=query, headers=h)
     assert res.status_code == 200, res.text
     assert "aero" not in res.json()["route"]["scores"]  # its stored vectors are the old adapter's: not routed to
+    # a pinned collection is refused until its aero vectors are the new adapter's, and that is queued, as a forced
+    # expert's search is (it answered with the new adapter's queries against the old one's documents)
+    stale = client.post("/collections/pinned-search/search", json=query, headers=h)
+    assert stale.status_code == 409 and "backfilled" in stale.json()["detail"], stale.text
+    routed = client.post("/route", json={**query, "collection": "pinned-route"}, headers=h)
+    assert routed.status_code == 409 and "backfilled" in routed.json()["detail"], routed.text
     assert client.get("/collections/docs", headers=h).json()["backfill"]["aero"] in ("pending", "running", "done")
     assert rt.queue.join(120)
     after = client.get("/collections/docs", headers=h).json()
@@ -254,8 +271,82 @@ def test_a_document_expert_replaced_under_its_name_is_backfilled_anew(
     np.testing.assert_allclose(stored(), loaded(), atol=1e-5)  # every document now has the new adapter's vector
     assert "aero" in client.post("/collections/docs/search", json=query, headers=h).json()["route"]["scores"]
     assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "done"  # no second backfill was queued
+    for pinned in ("pinned-search", "pinned-route"):
+        assert rt.meta.get_collection("acme", pinned).backfill["aero"] == "done"
+        res = client.post(f"/collections/{pinned}/search", json=query, headers=h)
+        assert res.status_code == 200 and res.json()["route"]["vector"] == "aero", res.text
+        routed = client.post("/route", json={**query, "collection": pinned}, headers=h)
+        assert routed.status_code == 200 and routed.json()["expert"] == "aero", routed.text
+        pts = rt.store.retrieve(rt.meta.get_collection("acme", pinned).physical, [d["id"] for d in DOCS], True)
+        got = {p.doc_id: p.vectors["aero"] for p in pts}  # type: ignore[index]
+        np.testing.assert_allclose(np.array([got[d["id"]] for d in DOCS]), loaded(), atol=1e-5)
     # one queued twice anyway (two API processes finding it stale at once) finds the work done and skips it
     assert run_backfill(rt, "acme", "docs", "aero") == 0
+
+
+def test_an_expert_removed_during_a_search_is_routed_around(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another request removes the expert a search is using. A routed search routes again over the experts left; a
+    search that named the expert gets the 404 it would get now, not a store error naming the physical collection."""
+    from api import service
+
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    ingest(client, rt, h, "docs", DOCS)
+    assert (
+        client.post(
+            "/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt)
+        ).status_code
+        == 201
+    )
+    assert rt.queue.join(120)
+    r = rt.retriever
+    query = {"query": "supersonic wing flow over the plate"}
+    first = client.post("/collections/docs/search", json=query, headers=h).json()["route"]
+    assert set(first["scores"]) == {"bio", "aero"}
+    removed: list[str] = []
+    encode = r.encode_query
+
+    def removing(text: str, expert: str) -> Any:  # the routed expert goes between routing and its query pass
+        if expert != "base" and not removed:
+            removed.append(expert)
+            service.remove_expert(rt, expert)
+        return encode(text, expert)
+
+    monkeypatch.setattr(r, "encode_query", removing)
+    res = client.post("/collections/docs/search", json=query, headers=h)
+    assert res.status_code == 200, res.text
+    assert removed == [first["expert"]]
+    assert res.json()["route"]["expert"] != removed[0] and removed[0] not in res.json()["route"]["scores"]
+    assert len(res.json()["results"]) == len(DOCS)
+    monkeypatch.undo()
+
+    # aero named, and its named vector dropped (the queue's drop_vector) while the search is at the store
+    if "aero" not in r.experts:
+        assert (
+            client.post(
+                "/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt)
+            ).status_code
+            == 201
+        )
+        assert rt.queue.join(120)
+    store_search = rt.store.search
+
+    def dropping(physical: str, vector: str, *args: Any, **kwargs: Any) -> Any:
+        if vector == "aero":
+            service.remove_expert(rt, "aero")
+            assert rt.queue.join(60)
+            assert "aero" not in rt.store.vector_names(physical)
+        return store_search(physical, vector, *args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "search", dropping)
+    res = client.post("/collections/docs/search", json={**query, "expert": "aero"}, headers=h)
+    assert res.status_code == 404 and "unknown expert 'aero'" in res.json()["detail"], res.text
+    assert "t_acme" not in res.json()["detail"]
+    monkeypatch.undo()
+    assert client.post("/collections/docs/search", json=query, headers=h).status_code == 200
 
 
 @pytest.mark.parametrize("width", [32, 48])
