@@ -2,7 +2,10 @@
 
 Keeping it in the store means one implementation for both engines: the embedded default persists it beside the
 vectors, and in production every API and worker process sees the same records on the Qdrant server. Job progress is
-written as one record per batch (no read-modify-write), so concurrent workers never lose an update.
+written as one record per batch (no read-modify-write), so concurrent workers never lose an update. The two updates
+that read a record first (a collection's backfill states, revoking a key) hold one lock per MetaStore, so the
+threads of a process (the API's requests and the embedded default's in-process worker) cannot undo each other's
+write or write back a collection deleted meanwhile; across processes the window is the two store calls.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,6 +78,7 @@ class JobInfo:
 class MetaStore:
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._lock = threading.RLock()  # over read-modify-write updates (see the module's docstring)
         if not store.collection_exists(META):
             with contextlib.suppress(Conflict):  # another process created it first
                 store.create_collection(META, {_VEC: 1})
@@ -123,14 +128,15 @@ class MetaStore:
 
     def revoke_key(self, tenant: str, kid: str) -> None:
         """Delete one key of the tenant; requests with it get 401 from then on. The admin's last key is kept."""
-        records = self._key_records(tenant)
-        hit = [r for r in records if _id_of(r["key_hash"]) == kid]
-        if not hit:
-            have = ", ".join(_id_of(r["key_hash"]) for r in records) or "none"
-            raise NotFound(f"tenant {tenant!r} has no key {kid!r} (have: {have})")
-        if tenant == ADMIN and len(hit) == len(records):
-            raise Conflict("that is the last admin key: create another (POST /tenants/admin/keys) first")
-        self._delete(*(f"key:{r['key_hash']}" for r in hit))
+        with self._lock:  # two revocations at once cannot both pass the last-admin-key check
+            records = self._key_records(tenant)
+            hit = [r for r in records if _id_of(r["key_hash"]) == kid]
+            if not hit:
+                have = ", ".join(_id_of(r["key_hash"]) for r in records) or "none"
+                raise NotFound(f"tenant {tenant!r} has no key {kid!r} (have: {have})")
+            if tenant == ADMIN and len(hit) == len(records):
+                raise Conflict("that is the last admin key: create another (POST /tenants/admin/keys) first")
+            self._delete(*(f"key:{r['key_hash']}" for r in hit))
 
     def tenant_for_key(self, key: str) -> str | None:
         rec = self._get(f"key:{hash_key(key)}")
@@ -151,11 +157,12 @@ class MetaStore:
         backfill: dict[str, str],
         vectors_from: dict[str, str] | None = None,
     ) -> CollectionInfo:
-        if self._get(self._coll_key(tenant, name)) is not None:
-            raise Conflict(f"collection {name!r} exists")
-        info = CollectionInfo(tenant, name, pinned_expert, time.time(), dict(backfill), dict(vectors_from or {}))
-        self.save_collection(info)
-        return info
+        with self._lock:  # two creations of one name at once: one gets the Conflict
+            if self._get(self._coll_key(tenant, name)) is not None:
+                raise Conflict(f"collection {name!r} exists")
+            info = CollectionInfo(tenant, name, pinned_expert, time.time(), dict(backfill), dict(vectors_from or {}))
+            self.save_collection(info)
+            return info
 
     def save_collection(self, info: CollectionInfo) -> None:
         self._put(
@@ -195,22 +202,24 @@ class MetaStore:
         return sorted((self._to_info(r) for r in self._scan(**match)), key=lambda c: (c.tenant, c.name))
 
     def remove_collection(self, tenant: str, name: str) -> None:
-        self._delete(self._coll_key(tenant, name))
+        with self._lock:  # not between set_backfill's read and its write, which would write the record back
+            self._delete(self._coll_key(tenant, name))
 
     def set_backfill(
         self, tenant: str, name: str, expert: str, state: str | None, vectors_from: str | None = None
     ) -> None:
         """Set an expert's backfill state on a collection (None: forget it and its vectors' adapter); with
         ``vectors_from``, also record the adapter fingerprint its stored vectors now come from."""
-        info = self.get_collection(tenant, name)
-        if state is None:
-            info.backfill.pop(expert, None)
-            info.vectors_from.pop(expert, None)
-        else:
-            info.backfill[expert] = state
-        if vectors_from is not None:
-            info.vectors_from[expert] = vectors_from
-        self.save_collection(info)
+        with self._lock:  # another thread's update of another expert's state is read, not overwritten
+            info = self.get_collection(tenant, name)
+            if state is None:
+                info.backfill.pop(expert, None)
+                info.vectors_from.pop(expert, None)
+            else:
+                info.backfill[expert] = state
+            if vectors_from is not None:
+                info.vectors_from[expert] = vectors_from
+            self.save_collection(info)
 
     # ---- jobs ------------------------------------------------------------------------------------------------
     def create_job(self, tenant: str, collection: str, batch_sizes: list[int]) -> str:

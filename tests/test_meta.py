@@ -1,0 +1,104 @@
+"""Platform metadata under concurrent updates: the API's request threads and the in-process worker share a MetaStore."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import Conflict, NotFound
+from store.edge import EdgeStore
+from store.meta import ADMIN, MetaStore, key_id
+
+
+class SlowReads:
+    """The edge store with a pause after every read, so that concurrent updates all read before any of them writes."""
+
+    def __init__(self, store: EdgeStore, delay_s: float = 0.02) -> None:
+        self._store, self._delay = store, delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def retrieve(self, *args: Any, **kwargs: Any) -> Any:
+        out = self._store.retrieve(*args, **kwargs)
+        time.sleep(self._delay)  # after the read: what was read may be out of date by the time it is used
+        return out
+
+    def scroll(self, *args: Any, **kwargs: Any) -> Any:
+        out = self._store.scroll(*args, **kwargs)
+        time.sleep(self._delay)
+        return out
+
+
+@pytest.fixture
+def meta(tmp_path: Path) -> Any:
+    store = EdgeStore(tmp_path / "store")
+    yield MetaStore(SlowReads(store))
+    store.close()
+
+
+def _together(calls: list[Callable[[], Any]]) -> list[BaseException | None]:
+    """Run the calls in threads started at once; each one's exception, or None."""
+    start = threading.Barrier(len(calls))
+    out: list[BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            calls[i]()
+        except BaseException as e:  # reported to the test
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_concurrent_backfill_updates_of_one_collection_are_all_kept(meta: MetaStore) -> None:
+    meta.create_tenant("acme")
+    meta.add_collection("acme", "docs", None, {"base": "done"})
+    experts = [f"e{i}" for i in range(8)]
+    errors = _together([partial(meta.set_backfill, "acme", "docs", e, "done", vectors_from=f"fp-{e}") for e in experts])
+    assert errors == [None] * len(experts)
+    info = meta.get_collection("acme", "docs")
+    assert info.backfill == {"base": "done", **dict.fromkeys(experts, "done")}
+    assert info.vectors_from == {e: f"fp-{e}" for e in experts}
+
+
+def test_a_collection_deleted_during_backfill_updates_stays_deleted(meta: MetaStore) -> None:
+    meta.create_tenant("acme")
+    meta.add_collection("acme", "docs", None, {})
+    calls: list[Callable[[], Any]] = [partial(meta.set_backfill, "acme", "docs", e, "done") for e in ("a", "b", "c")]
+
+    def remove() -> None:  # while the updates have read the record and not yet written it
+        time.sleep(0.005)
+        meta.remove_collection("acme", "docs")
+
+    errors = _together([*calls, remove])
+    assert all(e is None or isinstance(e, NotFound) for e in errors), errors
+    with pytest.raises(NotFound):
+        meta.get_collection("acme", "docs")
+
+
+def test_the_last_admin_key_survives_concurrent_revocations(meta: MetaStore) -> None:
+    keys = [meta.create_key(ADMIN) for _ in range(2)]
+    errors = _together([partial(meta.revoke_key, ADMIN, key_id(k)) for k in keys])
+    assert sorted(type(e).__name__ for e in errors) == ["Conflict", "NoneType"], errors
+    assert len(meta.list_keys(ADMIN)) == 1
+    assert sum(meta.tenant_for_key(k) == ADMIN for k in keys) == 1
+
+
+def test_one_of_two_concurrent_creations_of_a_collection_is_refused(meta: MetaStore) -> None:
+    meta.create_tenant("acme")
+    errors = _together([partial(meta.add_collection, "acme", "docs", p, {}) for p in ("x", "y")])
+    assert sorted(type(e).__name__ for e in errors) == ["Conflict", "NoneType"], errors
+    assert isinstance(next(e for e in errors if e is not None), Conflict)
