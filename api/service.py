@@ -12,6 +12,7 @@ from typing import Any
 
 from core import metrics
 from core.errors import Conflict, InvalidInput, NotFound
+from core.text import UNICODE_HINT, is_unicode
 from ingest.pipeline import batched, validate_documents
 from router.encoders import BASE
 from store.meta import ADMIN, CollectionInfo, physical_name
@@ -113,6 +114,8 @@ def _check_query(rt: Any, query: Any) -> str:
         raise InvalidInput("query must be a non-empty string", field="query")
     if len(query) > rt.settings.max_query_chars:
         raise InvalidInput(f"query is longer than {rt.settings.max_query_chars} characters", field="query")
+    if not is_unicode(query):
+        raise InvalidInput(f"query {UNICODE_HINT}", field="query")
     return query
 
 

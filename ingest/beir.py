@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import DataFormatError, NotFound
+from store._checks import first_non_json, non_json_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataFormatError(str(path), lineno, None, f"not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataFormatError(str(path), lineno, None, "a line must hold a JSON object")
+            if (bad := first_non_json(obj)) is not None:  # e.g. a lone surrogate, NaN in metadata
+                raise DataFormatError(str(path), lineno, bad[0] or None, non_json_problem(bad[1]))
             yield lineno, obj
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from core.errors import InvalidInput
+from core.text import UNICODE_HINT, is_unicode
 from ingest.beir import Document
 
 MAX_ID_CHARS = 512
@@ -53,6 +54,9 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
             raise InvalidInput(f"{where}.text is required (a non-empty string)", field=f"{where}.text")
         if len(text) + len(title) > MAX_TEXT_CHARS:
             raise InvalidInput(f"{where}.text is longer than {MAX_TEXT_CHARS} characters", field=f"{where}.text")
+        for name, value in (("id", doc_id), ("title", title), ("text", text)):
+            if not is_unicode(value):
+                raise InvalidInput(f"{where}.{name} {UNICODE_HINT}", field=f"{where}.{name}")
         meta = {} if d.get("metadata") is None else d["metadata"]
         if not isinstance(meta, Mapping):
             raise InvalidInput(f"{where}.metadata must be an object", field=f"{where}.metadata")
@@ -64,22 +68,14 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
 def _check_metadata(where: str, doc_id: str, meta: Mapping[str, Any]) -> None:
     """Metadata is stored as payload: refuse here what the store's payload check would refuse in the worker, such as
     NaN (Python's json reads it), so the API answers 400 and nothing is queued."""
-    from store._checks import first_non_json
+    from store._checks import first_non_json, non_json_problem
 
     bad = first_non_json(dict(meta))
     if bad is None:
         return
     path, value = bad
     field = f"{where}.metadata.{path}" if path else f"{where}.metadata"
-    if isinstance(value, float):
-        problem = f"is {value!r}: NaN and infinity are not JSON numbers; send a finite number or null"
-    elif isinstance(value, int):
-        problem = f"is {value}: integers must fit in 64 bits (signed); send it as a string or a float"
-    else:
-        problem = (
-            f"holds {value!r}: metadata must be plain JSON (string keys; strings, numbers, booleans, null, lists, "
-            "objects)"
-        )
+    problem = non_json_problem(value)
     raise InvalidInput(f"{field} of document {doc_id!r} {problem}", field=field)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput, NotFound
+from core.text import UNICODE_HINT, is_unicode
 
 from .base import Filter, FilterValue, Hit, SearchRequest, Vector
 
@@ -137,9 +138,12 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # the engines' integer: a payload outsid
 def first_non_json(value: Any, path: str = "") -> tuple[str, Any] | None:
     """Where ``value`` stops being the plain JSON a payload must be: (the dotted path, with [i] for list items, and
     the offending value or key), or None when it is all plain JSON. NaN and infinity are not JSON numbers; an
-    integer must fit in 64 bits (signed), which is what the engines store exactly."""
-    if value is None or isinstance(value, str | bool):
+    integer must fit in 64 bits (signed), which is what the engines store exactly; a string (or key) must be
+    Unicode text (:func:`core.text.is_unicode`)."""
+    if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, str):
+        return None if is_unicode(value) else (path, value)
     if isinstance(value, int):
         return None if INT_MIN <= value <= INT_MAX else (path, value)
     if isinstance(value, float):
@@ -151,12 +155,23 @@ def first_non_json(value: Any, path: str = "") -> tuple[str, Any] | None:
         return None
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str):
+            if not isinstance(k, str) or not is_unicode(k):
                 return path, k
             if (bad := first_non_json(v, f"{path}.{k}" if path else k)) is not None:
                 return bad
         return None
     return path, value
+
+
+def non_json_problem(value: Any) -> str:
+    """What is wrong with the value :func:`first_non_json` found, for an error message."""
+    if isinstance(value, float):
+        return f"is {value!r}: NaN and infinity are not JSON numbers; send a finite number or null"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return f"holds {value!r}: it must be plain JSON (string keys; strings, numbers, booleans, null, lists, objects)"
+    if isinstance(value, int):
+        return f"is {value}: integers must fit in 64 bits (signed); send it as a string or a float"
+    return UNICODE_HINT
 
 
 def _is_json(value: Any) -> bool:

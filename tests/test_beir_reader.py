@@ -61,6 +61,25 @@ def test_metadata_that_is_not_an_object_names_field_and_line(tmp_path: Path, met
     assert err.value.line == 2 and err.value.field == "metadata"
 
 
+@pytest.mark.parametrize(
+    ("line", "field", "problem"),
+    [
+        ('{"_id": "d2", "text": "a \\ud800 b"}', "text", "lone UTF-16 surrogate"),  # an unpaired escape
+        ('{"_id": "d\\udc00", "text": "ok"}', "_id", "lone UTF-16 surrogate"),
+        ('{"_id": "d2", "text": "ok", "metadata": {"tags": ["x", "\\ud83d"]}}', "metadata.tags[1]", "surrogate"),
+        ('{"_id": "d2", "text": "ok", "metadata": {"score": NaN}}', "metadata.score", "NaN"),
+        ('{"_id": "d2", "text": "ok", "metadata": {"n": 18446744073709551616}}', "metadata.n", "64 bits"),
+    ],
+)
+def test_text_and_metadata_the_store_cannot_hold_name_field_and_line(
+    tmp_path: Path, line: str, field: str, problem: str
+) -> None:
+    d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "ok"}), line])
+    with pytest.raises(DataFormatError, match=problem) as err:
+        list(iter_corpus(d))
+    assert err.value.line == 2 and err.value.field == field
+
+
 def test_bad_qrels_score(tmp_path: Path) -> None:
     d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})], "query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
     with pytest.raises(DataFormatError) as err:

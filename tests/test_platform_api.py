@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,15 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
         ("/collections", {"name": "Bad Name!"}, 400, "name"),
         ("/collections", {"name": "docs2\n"}, 400, "name"),  # "$" alone would let a trailing newline through
         ("/collections/docs/search", {"query": "x", "filter": {"lang\n": "en"}}, 400, "filter"),
+        ("/collections/docs/search", {"query": "x \ud800"}, 400, "query"),  # a lone surrogate: was a 500
+        ("/collections/docs/documents", {"documents": [{"id": "x", "text": "a \udfff"}]}, 400, "documents[0].text"),
+        ("/collections/docs/documents", {"documents": [{"id": "x\ud800", "text": "t"}]}, 400, "documents[0].id"),
+        (
+            "/collections/docs/documents",
+            {"documents": [{"id": "x", "text": "t", "metadata": {"k": ["\ud800"]}}]},
+            400,
+            "documents[0].metadata.k[0]",
+        ),
         ("/collections/docs/search", {"query": "x", "filter": {"n": 2**63}}, 400, "filter"),  # was a 500
         ("/collections/docs/search", {"query": "x", "filter": {"n": [1, -(2**63) - 1]}}, 400, "filter"),
         (
@@ -172,7 +182,8 @@ def test_bad_input_names_the_field(
     client, rt = platform
     h = tenant(client, rt, "acme")
     client.post("/collections", json={"name": "docs"}, headers=h)
-    r = client.post(path, json=body, headers=h)
+    # sent as JSON text with its \u escapes, as a client would: httpx will not encode a lone surrogate itself
+    r = client.post(path, content=json.dumps(body), headers=h | {"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert r.json()["detail"]
     if field is not None:
