@@ -15,11 +15,18 @@ from starlette.routing import Route
 
 from api.middleware import RequestMetrics
 from api.routes import collections, dashboard, experts, health, jobs, metrics, tenants
-from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound, RRError, StoreError
+from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound, QueueError, RRError, StoreError
 from core.metrics import count_error
 from core.runtime import Runtime, get_runtime, set_runtime
 
-STATUS = [(InvalidInput, 400), (NotFound, 404), (Conflict, 409), (IncompatibleExpert, 409), (StoreError, 503)]
+STATUS = [
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (IncompatibleExpert, 409),
+    (StoreError, 503),
+    (QueueError, 503),
+]
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:

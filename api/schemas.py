@@ -21,7 +21,8 @@ ERROR_STATUS = {
     404: "No such collection, expert, tenant or job (for this key).",
     409: "It exists already, or its state forbids this now (being re-encoded, being backfilled, does not fit).",
     422: "Malformed request: a missing or unknown body field, or a value of the wrong type.",
-    503: "The vector store is unavailable; nothing was changed.",
+    503: "The vector store or the task queue is unavailable; what was refused was not changed or queued (a job names "
+    "any of its batches that could not be queued).",
 }
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from core import metrics
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, QueueError
 from core.text import UNICODE_HINT, is_unicode
 from ingest.pipeline import batched, validate_documents
 from router.encoders import BASE
 from store.meta import ADMIN, CollectionInfo, physical_name
+from workers.jobs import fail_batch
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,28 @@ def delete_collection(rt: Any, tenant: str, name: str) -> None:
 def submit_documents(rt: Any, tenant: str, name: str, documents: Any) -> str:
     """Validate the whole request, then queue it in batches; returns the job id. Nothing is queued on a bad input,
     nor while the collection is re-encoded for another base model."""
-    check_base_vectors(rt, rt.meta.get_collection(tenant, name))
+    info = rt.meta.get_collection(tenant, name)
+    check_base_vectors(rt, info)
     docs = validate_documents(documents, rt.settings.max_batch_documents)
     raw = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in docs]
     batches = list(batched(raw, BATCH))
     job_id = str(rt.meta.create_job(tenant, name, [len(b) for b in batches]))
     for i, b in enumerate(batches):
-        rt.queue.submit("ingest_batch", job_id=job_id, batch=i, tenant=tenant, collection=name, documents=b)
+        try:
+            rt.queue.submit(
+                "ingest_batch",
+                job_id=job_id,
+                batch=i,
+                tenant=tenant,
+                collection=name,
+                documents=b,
+                collection_created=info.created_at,
+            )
+        except QueueError as e:  # the batches not queued fail in the job's record: it ends, naming their ids
+            for j in range(i, len(batches)):
+                fail_batch(rt, job_id, j, batches[j], f"not queued: {e}")
+            sent = f"batches 1-{i} of {len(batches)} were queued" if i else "nothing was queued"
+            raise QueueError(f"{e}; {sent} (job {job_id} lists the documents that were not)") from e
     return job_id
 
 
@@ -163,7 +179,8 @@ def check_base_vectors(rt: Any, info: CollectionInfo) -> None:
 def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
     """Experts a query on this collection may go to: query-side ones, and document-side ones whose backfill is done
     with the adapter now loaded. A document-side expert replaced under its name since (``rr experts train
-    --replace``, files copied in) holds the old adapter's vectors: it is backfilled anew, and routed to once done."""
+    --replace``, files copied in) holds the old adapter's vectors: it is backfilled anew, and routed to once done;
+    so is one whose backfill failed (its task's retries ran out), at the next search that finds it so."""
     r = rt.retriever
     out: list[str] = []
     stale: list[str] = []
@@ -176,8 +193,12 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
             except NotFound:  # unloaded by another thread's refresh just now
                 continue
             (out if info.vectors_from.get(e, fp) == fp else stale).append(e)
+        elif info.backfill.get(e) == "failed":  # its retries ran out (the store was down): queued again
+            stale.append(e)
     for e in stale:
-        log.info("expert %r was replaced since collection %s/%s was encoded: backfilling it", e, info.tenant, info.name)
+        log.info(
+            "backfilling expert %r on collection %s/%s (replaced since, or failed before)", e, info.tenant, info.name
+        )
         rt.meta.set_backfill(info.tenant, info.name, e, "pending")
         info.backfill[e] = "pending"
         rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=e)

@@ -44,3 +44,7 @@ class IncompatibleExpert(RRError):
 
 class StoreError(RRError):
     """The vector store failed; workers retry these."""
+
+
+class QueueError(RRError):
+    """The task queue (the broker) could not take work: nothing of what it refused was queued."""

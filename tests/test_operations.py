@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from api import service
-from core.errors import Conflict, InvalidInput, StoreError
+from core.errors import Conflict, InvalidInput, NotFound, StoreError
 from core.runtime import Runtime
 from router.serving import PILOTS_FILE, SCORES_FILE
 from store.edge import EdgeStore
@@ -53,7 +53,9 @@ def bio_scores(tiny_model: Path, beir_root: Path, tiny_experts: dict[str, Path])
     return build_pilot_scores(tiny_model, beir_root, {"bio": tiny_experts["bio"]})
 
 
-def make_rt(tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, root: Path, store: Any = None) -> Runtime:
+def make_rt(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, root: Path, store: Any = None, queue: Any = None
+) -> Runtime:
     """A runtime serving the query-side 'bio' expert; 'aero' (query+document) is left to register."""
     settings = make_settings(tiny_model, root)
     reg = Path(settings.experts_dir) / "query"
@@ -61,7 +63,7 @@ def make_rt(tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, ro
     shutil.copytree(tiny_experts["bio"], reg / "bio")
     bio_scores.save(reg / SCORES_FILE)
     bio_scores.build(["bio"]).save(reg / PILOTS_FILE)
-    return Runtime(settings, store=store, queue=RecordingQueue())
+    return Runtime(settings, store=store, queue=queue or RecordingQueue())
 
 
 @pytest.fixture
@@ -133,17 +135,24 @@ def test_an_ingest_batch_that_raced_a_registration_gets_the_new_vector(
 
 # ---- 2. a backfill that keeps failing on the store ends "failed" ----------------------------------------------
 class FailingBackfill(EdgeStore):
+    down = True
+
     def update_vectors(self, name: str, vectors: Any) -> None:
-        raise StoreError(f"store down while updating {name!r}")
+        if self.down:
+            raise StoreError(f"store down while updating {name!r}")
+        super().update_vectors(name, vectors)
 
 
 def test_a_backfill_failing_on_the_store_after_its_retries_is_marked_failed(
-    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """...and the next search that finds it failed queues it again: once the store is back, it is routed to."""
     from core.runtime import set_runtime
-    from workers import tasks
+    from workers import app, tasks
 
-    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=FailingBackfill(tmp_path / "data" / "edge"))
+    monkeypatch.setattr(app.time, "sleep", lambda s: None)  # the back-off before the last retry
+    store = FailingBackfill(tmp_path / "data" / "edge")
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=store)
     set_runtime(rt)
     try:
         service.create_tenant(rt, "acme")
@@ -154,8 +163,130 @@ def test_a_backfill_failing_on_the_store_after_its_retries_is_marked_failed(
         result = tasks.backfill.apply(kwargs=kwargs, retries=tasks.backfill.max_retries)
         assert result.get() == 0
         assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "failed"
+        store.down = False
+        rt.queue.sent.clear()
+        with pytest.raises(Conflict, match="being backfilled"):
+            service.search(rt, "acme", "docs", "wing flow", expert="aero")
+        assert rt.queue.sent == [("backfill", kwargs)]
+        assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "pending"
+        assert run_backfill(rt, "acme", "docs", "aero") == len(DOCS)
+        assert service.search(rt, "acme", "docs", "wing flow", expert="aero")["route"]["vector"] == "aero"
     finally:
         set_runtime(None)
+        rt.close()
+
+
+# ---- 3. the in-process worker waits out a retry's back-off; ingestion meets deletions and removals -----------
+class FlakyUpsert(EdgeStore):
+    fail = 0
+
+    def upsert(self, name: str, points: Any) -> None:
+        if self.fail and not name.startswith("_rr"):
+            self.fail -= 1
+            raise StoreError("store hiccup")
+        super().upsert(name, points)
+
+
+def test_a_retried_batch_waits_its_back_off_in_process(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.runtime import set_runtime
+    from workers import app, tasks
+
+    slept: list[float] = []
+    monkeypatch.setattr(app.time, "sleep", slept.append)
+    store = FlakyUpsert(tmp_path / "data" / "edge")
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=store)
+    set_runtime(rt)
+    try:
+        service.create_tenant(rt, "acme")
+        service.create_collection(rt, "acme", "docs")
+        job_id = service.submit_documents(rt, "acme", "docs", DOCS)
+        _, kwargs = rt.queue.sent[-1]
+        store.fail = 2
+        assert tasks.ingest_batch.apply(kwargs=kwargs).get() == len(DOCS)
+        assert rt.meta.get_job(job_id).status == "done"
+        # one wait before each retry, as the broker would hold the message: full jitter up to 2 s, then 4 s
+        assert len(slept) == 2 and 0 <= slept[0] <= 2 and 0 <= slept[1] <= 4, slept
+    finally:
+        set_runtime(None)
+        rt.close()
+
+
+def test_a_batch_queued_for_a_deleted_collection_does_not_land_in_its_successor(rt: Runtime) -> None:
+    from workers import tasks
+
+    service.create_tenant(rt, "acme")
+    service.create_collection(rt, "acme", "docs")
+    job_id = service.submit_documents(rt, "acme", "docs", DOCS)
+    ((_, kwargs),) = rt.queue.sent
+    service.delete_collection(rt, "acme", "docs")
+    info = service.create_collection(rt, "acme", "docs")  # same name, another collection
+    with pytest.raises(NotFound, match="deleted since this job was queued"):
+        run_ingest_batch(rt, **kwargs)
+    from core.runtime import set_runtime
+
+    set_runtime(rt)
+    try:
+        tasks.ingest_batch.apply(kwargs=kwargs).get()
+    finally:
+        set_runtime(None)
+    job = rt.meta.get_job(job_id)
+    assert job.status == "failed" and "deleted since" in job.errors[0]["reason"]
+    assert sorted(job.errors[0]["ids"]) == sorted(d["id"] for d in DOCS)
+    assert rt.store.count(info.physical) == 0
+    older = {k: v for k, v in kwargs.items() if k != "collection_created"}  # a message from an older version
+    assert run_ingest_batch(rt, **older) == len(DOCS)
+
+
+def test_an_expert_removed_while_a_batch_is_encoded_leaves_the_batch_stored(
+    rt: Runtime, tiny_experts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.create_tenant(rt, "acme")
+    info = service.create_collection(rt, "acme", "docs")
+    service.register_expert(rt, str(tiny_experts["aero"]))
+    assert run_backfill(rt, "acme", "docs", "aero") == 0
+    r = rt.retriever
+    encode = r.encode_documents
+    removed: list[str] = []
+
+    def removing(texts: Any, encoders: Any) -> Any:  # the admin removes aero while the batch is encoded with it
+        if "aero" in encoders and not removed:
+            removed.append("aero")
+            service.remove_expert(rt, "aero")
+        return encode(texts, encoders)
+
+    monkeypatch.setattr(r, "encode_documents", removing)
+    assert ingest(rt, "acme", "docs", DOCS) == len(DOCS)
+    assert removed == ["aero"]
+    assert rt.store.count(info.physical) == len(DOCS)
+    assert all("base" in v for v in vectors_of(rt, info.physical, [d["id"] for d in DOCS]).values())
+
+
+def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_not_queued(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
+) -> None:
+    from core.errors import QueueError
+    from workers.app import celery_app
+    from workers.queue import CeleryQueue
+
+    keys = ("broker_url", "result_backend", "task_publish_retry")
+    saved = {k: celery_app.conf[k] for k in keys}
+    queue = CeleryQueue("redis://:secret@127.0.0.1:1/0")  # nothing listens on port 1
+    celery_app.conf.task_publish_retry = False  # fail at once, not after the publish retries
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, queue=queue)
+    try:
+        service.create_tenant(rt, "acme")
+        info = service.create_collection(rt, "acme", "docs")
+        with pytest.raises(QueueError, match="nothing was queued") as err:
+            service.submit_documents(rt, "acme", "docs", DOCS)
+        assert "secret" not in str(err.value) and "127.0.0.1:1" in str(err.value)
+        (job,) = rt.meta.list_jobs("acme")
+        assert job.status == "failed" and sorted(job.errors[0]["ids"]) == sorted(d["id"] for d in DOCS)
+        assert "not queued" in job.errors[0]["reason"]
+        assert rt.store.count(info.physical) == 0
+    finally:
+        celery_app.conf.update(saved)
         rt.close()
 
 

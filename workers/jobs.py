@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from core import metrics
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from ingest.pipeline import backfill_vector, index_documents, update_documents, validate_documents
 from router.pilots import BASE
 
@@ -16,16 +16,39 @@ RESIZE_SPARE = "_rr_resize"  # not an expert name (those start with a letter or 
 
 
 def run_ingest_batch(
-    rt: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
+    rt: Any,
+    job_id: str,
+    batch: int,
+    tenant: str,
+    collection: str,
+    documents: list[dict[str, Any]],
+    collection_created: float | None = None,
 ) -> int:
     """Encode and store one batch; progress and failures go to the job's batch record, and the documents and
-    per-encoder seconds to the metrics and the shared event log (the dashboard's ingestion rates)."""
+    per-encoder seconds to the metrics and the shared event log (the dashboard's ingestion rates).
+
+    ``collection_created`` is the collection's creation time when the job was queued: a collection deleted and
+    created again under its name since is another collection, and the batch fails rather than land in it (a
+    message queued by an older version carries none)."""
     docs = validate_documents(documents, max_batch=len(documents) or 1)
     info = rt.meta.get_collection(tenant, collection)
+    if collection_created is not None and info.created_at != collection_created:
+        raise NotFound(f"collection {collection!r} was deleted since this job was queued (one of that name is newer)")
     rt.meta.set_batch(job_id, batch, "running", 0, len(docs), [])
     rt.retriever.refresh()
-    encoders = _encoders(rt, info)
-    timings = index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+    for attempt in (1, 2):
+        encoders = _encoders(rt, info)
+        try:
+            timings = index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+            break
+        except (NotFound, InvalidInput):
+            # An expert removed (or its named vector dropped) while the batch was encoded with it: the batch is
+            # written with the encoders left, once. Nothing was stored: the upsert comes after every encoding.
+            rt.retriever.refresh()
+            info = rt.meta.get_collection(tenant, collection)
+            if attempt == 2 or set(encoders) <= set(_encoders(rt, info)):
+                raise
+            log.info("an expert went while batch %d of job %s was encoded: writing it without", batch, job_id)
     # An expert registered meanwhile may have added its named vector after the encoders were chosen, and its
     # backfill may already have passed these documents: give them that vector now, so none is left without it.
     rt.retriever.refresh()

@@ -11,7 +11,17 @@ import queue
 import threading
 from typing import Any
 
+from core.errors import QueueError
+
 log = logging.getLogger(__name__)
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url if parts.password is None else url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class CeleryQueue:
@@ -25,9 +35,16 @@ class CeleryQueue:
         self.app = celery_app
 
     def submit(self, task: str, **kwargs: Any) -> None:
+        """Send a task; a broker that cannot take it (unreachable, refusing) is a :class:`QueueError`, answered
+        503, once Celery's own connection retries (``broker_connection_retry``) are spent."""
+        from kombu.exceptions import KombuError, OperationalError
+
         from workers import tasks
 
-        getattr(tasks, task).apply_async(kwargs=kwargs)
+        try:
+            getattr(tasks, task).apply_async(kwargs=kwargs)
+        except (OperationalError, KombuError, OSError) as e:
+            raise QueueError(f"the task queue at {_safe_url(self.app.conf.broker_url)} did not take {task}: {e}") from e
 
     def depth(self) -> int | None:
         """Messages waiting in the Redis list of the queue (None for other brokers)."""

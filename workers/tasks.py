@@ -21,11 +21,17 @@ RETRY = {
 
 @celery_app.task(bind=True, name="rr.ingest_batch", acks_late=True, **RETRY)
 def ingest_batch(
-    self: Any, job_id: str, batch: int, tenant: str, collection: str, documents: list[dict[str, Any]]
+    self: Any,
+    job_id: str,
+    batch: int,
+    tenant: str,
+    collection: str,
+    documents: list[dict[str, Any]],
+    collection_created: float | None = None,
 ) -> int:
     rt = get_runtime()
     try:
-        return run_ingest_batch(rt, job_id, batch, tenant, collection, documents)
+        return run_ingest_batch(rt, job_id, batch, tenant, collection, documents, collection_created)
     except StoreError as e:
         if self.request.retries >= self.max_retries:
             count_error(type(e).__name__, "worker")
