@@ -70,8 +70,8 @@ class Manifest:
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:
         path = Path(directory) / MANIFEST
-        if not path.is_file():
-            raise NotFound(f"{directory}: no {MANIFEST}; is this an expert directory?")
+        if not path.is_file():  # a folder that is not an expert, like one that lacks its adapter: bad input (400)
+            raise InvalidInput(f"{directory}: no {MANIFEST}; is this an expert directory?", field="path")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:

@@ -69,8 +69,9 @@ def test_manifest_validation(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidInput, match="unknown fields"):
         Manifest.load(tmp_path)
-    with pytest.raises(NotFound):
-        Manifest.load(tmp_path / "nope")
+    with pytest.raises(InvalidInput, match=r"no manifest\.json; is this an expert directory") as err:
+        Manifest.load(tmp_path / "nope")  # a folder given as an expert: bad input (400 from POST /experts)
+    assert err.value.field == "path"
 
 
 @pytest.fixture(scope="module")

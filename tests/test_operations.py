@@ -270,8 +270,7 @@ def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_n
     from workers.app import celery_app
     from workers.queue import CeleryQueue
 
-    keys = ("broker_url", "result_backend", "task_publish_retry")
-    saved = {k: celery_app.conf[k] for k in keys}
+    saved = {k: celery_app.conf[k] for k in ("broker_url", "result_backend", "task_publish_retry")}
     queue = CeleryQueue("redis://:secret@127.0.0.1:1/0")  # nothing listens on port 1
     celery_app.conf.task_publish_retry = False  # fail at once, not after the publish retries
     rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, queue=queue)
@@ -286,7 +285,8 @@ def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_n
         assert "not queued" in job.errors[0]["reason"]
         assert rt.store.count(info.physical) == 0
     finally:
-        celery_app.conf.update(saved)
+        celery_app.conf.task_publish_retry = saved["task_publish_retry"]
+        CeleryQueue(saved["broker_url"], saved["result_backend"])  # back to the broker it had, connections too
         rt.close()
 
 

@@ -487,10 +487,12 @@ ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
     ("get", "/jobs/{job_id}", "/jobs/12345", None, "tenant", 404),
     ("get", "/experts", "/experts", None, "none", 401),
     ("post", "/experts", "/experts", {"path": "/nonexistent"}, "admin", 400),
+    ("post", "/experts", "/experts", {"path": "/"}, "admin", 400),  # a folder without a manifest: was a 404
     ("post", "/experts", "/experts", {"path": "/nonexistent"}, "tenant", 403),
     ("delete", "/experts/{name}", "/experts/nobody", None, "admin", 404),
     ("post", "/route", "/route", {"query": ""}, "tenant", 400),
     ("post", "/route", "/route", {"query": "x", "collection": "nope"}, "tenant", 404),
+    ("post", "/route", "/route", {"query": "x", "collection": ""}, "tenant", 404),  # was routed as if none
     ("post", "/tenants", "/tenants", {"name": "zz\n"}, "admin", 400),
     ("post", "/tenants", "/tenants", {"name": "a__b"}, "admin", 400),
     ("post", "/tenants", "/tenants", {"name": "acme"}, "admin", 409),

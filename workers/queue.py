@@ -30,7 +30,14 @@ class CeleryQueue:
 
         # The app is configured from the settings at import; a runtime built with other settings (tests, a CLI
         # flag) points it at its own broker before anything is sent.
-        celery_app.conf.broker_url = broker_url
+        if celery_app.conf.broker_url != broker_url:
+            celery_app.conf.broker_url = broker_url
+            # Connections already pooled are to the old broker: drop them, or tasks would still go there.
+            if celery_app._pool is not None:
+                celery_app._pool.force_close_all()
+                celery_app._pool = None
+            if "amqp" in celery_app.__dict__:
+                celery_app.amqp._producer_pool = None
         celery_app.conf.result_backend = result_backend
         self.app = celery_app
 

@@ -31,5 +31,5 @@ def remove(name: str, rt: RuntimeDep, p: AdminDep) -> None:
 @router.post("/route", responses=errors(400, 401, 404, 409, 422, 503))
 def route(body: RouteIn, rt: RuntimeDep, p: PrincipalDep) -> dict[str, Any]:
     """Which expert a query goes to, with the per-expert pilot scores (explain only; searches nothing)."""
-    info = rt.meta.get_collection(p.tenant, body.collection) if body.collection else None
+    info = rt.meta.get_collection(p.tenant, body.collection) if body.collection is not None else None
     return service.route(rt, body.query, info)
