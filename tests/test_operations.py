@@ -17,7 +17,7 @@ from router.serving import PILOTS_FILE, SCORES_FILE
 from store.edge import EdgeStore
 from store.meta import META, physical_name
 from tests.platform_fixtures import build_pilot_scores, make_settings
-from workers.jobs import run_backfill, run_ingest_batch
+from workers.jobs import run_backfill, run_drop_vector, run_ingest_batch
 
 DOCS: list[dict[str, Any]] = [
     {"id": "a1", "title": "wing flow", "text": "flow over the wing at supersonic mach"},
@@ -261,6 +261,28 @@ def test_an_expert_removed_while_a_batch_is_encoded_leaves_the_batch_stored(
     assert removed == ["aero"]
     assert rt.store.count(info.physical) == len(DOCS)
     assert all("base" in v for v in vectors_of(rt, info.physical, [d["id"] for d in DOCS]).values())
+
+
+def test_a_drop_queued_before_the_expert_was_registered_again_keeps_its_new_vectors(
+    rt: Runtime, tiny_experts: dict[str, Path]
+) -> None:
+    service.create_tenant(rt, "acme")
+    info = service.create_collection(rt, "acme", "docs")
+    ingest(rt, "acme", "docs", DOCS)
+    service.register_expert(rt, str(tiny_experts["aero"]))
+    assert run_backfill(rt, "acme", "docs", "aero") == len(DOCS)
+    service.remove_expert(rt, "aero")
+    drop = [kw for task, kw in rt.queue.sent if task == "drop_vector"]
+    assert drop == [{"tenant": "acme", "collection": "docs", "expert": "aero"}]
+    service.register_expert(rt, str(tiny_experts["aero"]))  # again, before a worker ran the drop
+    assert run_backfill(rt, "acme", "docs", "aero") == len(DOCS)  # another worker ran the new backfill first
+    run_drop_vector(rt, **drop[0])
+    assert "aero" in rt.store.vector_names(info.physical)
+    assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "done"
+    assert all("aero" in v for v in vectors_of(rt, info.physical, [d["id"] for d in DOCS]).values())
+    service.remove_expert(rt, "aero")  # a drop that is still due does drop
+    run_drop_vector(rt, **drop[0])
+    assert "aero" not in rt.store.vector_names(info.physical)
 
 
 def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_not_queued(

@@ -124,9 +124,17 @@ def run_backfill(rt: Any, tenant: str, collection: str, expert: str) -> int:
 
 
 def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
+    """Drop a removed expert's named vector, unless it was registered again since (its state is no longer
+    'dropping'): with several workers its new backfill may run first, and the drop would take its vectors."""
     try:
         info = rt.meta.get_collection(tenant, collection)
     except NotFound:
+        return
+    rt.retriever.refresh()
+    if expert in rt.retriever.experts and info.backfill.get(expert) != "dropping":
+        log.info(
+            "expert %r was registered again before its vector on %s/%s was dropped: kept", expert, tenant, collection
+        )
         return
     if expert in rt.store.vector_names(info.physical):
         rt.store.drop_vector(info.physical, expert)
