@@ -82,6 +82,7 @@ class MetaStore:
         if not store.collection_exists(META):
             with contextlib.suppress(Conflict):  # another process created it first
                 store.create_collection(META, {_VEC: 1})
+        store.index_payload(META, "kind")  # every listing filters on it (idempotent; older stores get it here)
 
     # ---- generic records ---------------------------------------------------------------------------------
     def _put(self, key: str, payload: dict[str, Any]) -> None:
@@ -264,7 +265,9 @@ class MetaStore:
         job = self._get(f"job:{job_id}")
         if job is None or (tenant is not None and job["tenant"] != tenant):
             raise NotFound(f"no job {job_id!r}")
-        batches = list(self._scan(kind="batch", job_id=job_id))
+        # by their keys, which the job's batch count gives: no scan over every job's records
+        found = self.store.retrieve(META, [f"batch:{job_id}/{i}" for i in range(int(job["batches"]))])
+        batches = [p.payload for p in found]
         states = {b["status"] for b in batches}
         if states <= {"queued"}:
             status = "queued"

@@ -102,3 +102,28 @@ def test_one_of_two_concurrent_creations_of_a_collection_is_refused(meta: MetaSt
     errors = _together([partial(meta.add_collection, "acme", "docs", p, {}) for p in ("x", "y")])
     assert sorted(type(e).__name__ for e in errors) == ["Conflict", "NoneType"], errors
     assert isinstance(next(e for e in errors if e is not None), Conflict)
+
+
+def test_a_job_is_read_by_its_keys_without_scanning_the_others(tmp_path: Path) -> None:
+    class CountingScrolls(EdgeStore):
+        scrolls = 0
+
+        def scroll(self, *args: Any, **kwargs: Any) -> Any:
+            self.scrolls += 1
+            return super().scroll(*args, **kwargs)
+
+    store = CountingScrolls(tmp_path / "store")
+    try:
+        meta = MetaStore(store)
+        meta.create_tenant("acme")
+        jobs = [meta.create_job("acme", "docs", [2, 3, 1]) for _ in range(20)]
+        meta.set_batch(jobs[5], 1, "failed", 0, 3, [{"ids": ["x"], "reason": "bad"}])
+        meta.set_batch(jobs[5], 0, "done", 2, 2, [])
+        meta.set_batch(jobs[5], 2, "done", 1, 1, [])
+        store.scrolls = 0
+        job = meta.get_job(jobs[5])
+        assert store.scrolls == 0  # the job record's batch count names its batch records
+        assert (job.status, job.done, job.total, job.errors) == ("failed", 3, 6, [{"ids": ["x"], "reason": "bad"}])
+        assert meta.get_job(jobs[0]).status == "queued"
+    finally:
+        store.close()
