@@ -119,7 +119,7 @@ def submit_documents(rt: Any, tenant: str, name: str, documents: Any) -> str:
         except QueueError as e:  # the batches not queued fail in the job's record: it ends, naming their ids
             for j in range(i, len(batches)):
                 fail_batch(rt, job_id, j, batches[j], f"not queued: {e}")
-            sent = f"batches 1-{i} of {len(batches)} were queued" if i else "nothing was queued"
+            sent = f"the first {i} of its {len(batches)} batches were queued" if i else "nothing was queued"
             raise QueueError(f"{e}; {sent} (job {job_id} lists the documents that were not)") from e
     return job_id
 
