@@ -285,6 +285,36 @@ def test_a_drop_queued_before_the_expert_was_registered_again_keeps_its_new_vect
     assert "aero" not in rt.store.vector_names(info.physical)
 
 
+def test_a_broker_that_fails_part_way_leaves_the_queued_batches_and_fails_the_rest(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import QueueError
+
+    BATCH = 2
+    monkeypatch.setattr(service, "BATCH", BATCH)  # three batches within the test settings' request limit
+
+    class TakesOne(RecordingQueue):
+        def submit(self, task: str, **kwargs: Any) -> None:
+            if self.sent:
+                raise QueueError("the broker went away")
+            super().submit(task, **kwargs)
+
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, queue=TakesOne())
+    try:
+        service.create_tenant(rt, "acme")
+        service.create_collection(rt, "acme", "docs")
+        docs = [{"id": f"d{i}", "text": f"document {i}"} for i in range(BATCH * 2 + 1)]
+        with pytest.raises(QueueError, match="the first 1 of its 3 batches were queued"):
+            service.submit_documents(rt, "acme", "docs", docs)
+        ((_, kwargs),) = rt.queue.sent
+        (job,) = rt.meta.list_jobs("acme")
+        assert [e["ids"] for e in job.errors] == [[d["id"] for d in docs[BATCH : 2 * BATCH]], [docs[-1]["id"]]]
+        assert run_ingest_batch(rt, **kwargs) == BATCH  # the queued one still lands
+        assert rt.meta.get_job(job.job_id).status == "failed" and rt.meta.get_job(job.job_id).done == BATCH
+    finally:
+        rt.close()
+
+
 def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_not_queued(
     tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
 ) -> None:
