@@ -28,6 +28,17 @@ class _Commands(TyperGroup):
     """Every command's refusal is one ``error:`` line and exit status 2, not a traceback: the platform's own errors
     wherever a command did not catch them (a store URL, a cluster option), and settings that do not parse."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """An argument that is not UTF-8 (Python keeps the undecodable bytes as lone surrogates) is refused here, in
+        one line, rather than as a UnicodeEncodeError wherever it is first encoded (a query, a path)."""
+        from core.text import is_unicode
+
+        for arg in args:
+            if not is_unicode(arg):
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                _fail(RRError(f"argument {shown!r} is not UTF-8 text; check the terminal's encoding"))
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
+
     def invoke(self, ctx: Any) -> Any:  # click's Context, which typer vendors
         from pydantic import ValidationError
 

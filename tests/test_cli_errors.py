@@ -221,3 +221,16 @@ def test_serve_refuses_bad_store_settings_in_one_line(
     get_settings.cache_clear()
     _refused(runner.invoke(app, ["serve"]), *needles)
     assert not (env / "data" / "qdrant-edge").exists()  # refused before a store was opened
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "bad \udcff", "--collection", "x", "--url", "http://127.0.0.1:9", "--key", "k"],
+        ["route", "bad \udcff"],
+        ["eval", "--data", "/tmp/\udcff", "--system", "base"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_one_line(env: Path, args: list[str]) -> None:
+    """A terminal's bytes that are not UTF-8 reach Python as lone surrogates; they are refused before anything runs."""
+    _refused(runner.invoke(app, args), "is not UTF-8 text", "\\xff")
