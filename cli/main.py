@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.errors import RRError
+from core.errors import NotFound, RRError
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -72,8 +73,11 @@ console = Console()
 Mode = Annotated[str, typer.Option(help="Expert sides: 'query' (default, the paper's) or 'query+document'.")]
 
 
+errors = Console(stderr=True, soft_wrap=True)  # errors to stderr, one line whatever the width
+
+
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/] {err}")
+    errors.print(f"[red]error:[/] {escape(str(err))}")  # the message is text: a path's "[/x]" is not markup
     raise typer.Exit(2)
 
 
@@ -200,8 +204,9 @@ def experts_train(
         )
         ds = load_dataset(data, ("train",))  # no train split: an error naming the splits the folder has
         enc = make_encoder(s)
-        docs = {ds.name: enc.encode([d.full_text for d in ds.corpus], None, "document")}
+        docs = {ds.name: _encode_corpus(enc, ds)}
         tmp = reg.root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # an earlier run's leftovers are not part of this expert
         with _training_display() as display:
             res = train_expert(
                 s.base_model,
@@ -224,6 +229,18 @@ def experts_train(
         )
     except RRError as e:
         _fail(e)
+
+
+def _encode_corpus(enc: Any, ds: Any) -> Any:
+    """The collection's documents through the frozen base (cached), with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    texts = [d.full_text for d in ds.corpus]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as prog:
+        task = prog.add_task(f"encoding {ds.name}'s corpus", total=len(texts))
+        return enc.encode(texts, None, "document", progress=lambda n: prog.advance(task, n))
 
 
 @experts_app.command("train-multi-task")
@@ -272,31 +289,44 @@ def experts_list(sides: Mode = "query") -> None:
     from router.workbench import registry_for
 
     try:
-        experts = registry_for(get_settings(), sides).all()
+        reg = registry_for(get_settings(), sides)
+        experts = reg.all()
     except RRError as err:
         _fail(err)
-    for x in experts:
+    for path, why in reg.unreadable.items():
+        hint = f"`rr experts remove {path.name}` deletes it"
+        errors.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(why)} ({escape(hint)})")
+    for x in experts:  # plain lines, tab-separated: for pipes and scripts, not wrapped at the terminal's width
         m = x.manifest
-        console.print(f"{m.name}\tdomain={m.domain}\tsides={m.sides}\tr={m.rank}\tscores={m.scores}\t{x.path}")
+        print(f"{m.name}\tdomain={m.domain}\tsides={m.sides}\tr={m.rank}\tscores={m.scores}\t{x.path}")
 
 
 @experts_app.command("remove")
 def experts_remove(name: str, sides: Mode = "query") -> None:
     """Remove an expert and rebuild the pilots without it (no training)."""
+    from router.experts import check_name
     from router.pilots import PilotLibrary, PilotScores
     from router.workbench import registry_for
 
     try:
         reg = registry_for(get_settings(), sides)
-        reg.remove(name)
+        left = [e for e in reg.names() if e != name]  # an expert whose manifest does not load is not among them
+        if name not in left and not (reg.root / check_name(name) / "manifest.json").is_file():
+            raise NotFound(f"no expert {name!r} in {reg.root} (have: {', '.join(left) or 'none'})")
         scores_path = reg.root / "pilot_scores.npz"
-        if scores_path.is_file():
+        served = reg.root / "pilots.json"
+        ps = library = None
+        if scores_path.is_file():  # the new pilots are built (and refused, if they cannot be) before anything goes
             ps = PilotScores.load(scores_path)
             ps.remove_expert(name)
+            keep = [e for e in left if e in ps.experts]
+            if not keep:
+                _fail(RRError(f"{name!r} is the last expert with pilot scores in {reg.root}; routing needs one"))
+            library = ps.build(keep, like=PilotLibrary.load(served) if served.is_file() else None)
+        reg.remove(name)
+        if ps is not None and library is not None:
             ps.save(scores_path)
-            served = reg.root / "pilots.json"
-            old = PilotLibrary.load(served) if served.is_file() else None
-            ps.build([e for e in reg.names() if e in ps.experts], like=old).save(served)
+            library.save(served)
         console.print(f"removed {name!r}; pilots rebuilt from the remaining experts")
     except RRError as e:
         _fail(e)

@@ -8,6 +8,7 @@ well it scored. The registry owns a folder of such directories; nothing else dec
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
 
 Sides = Literal["query", "query+document"]
 SIDES: tuple[str, ...] = ("query", "query+document")
@@ -110,14 +113,22 @@ class ExpertRegistry:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.unreadable: dict[Path, str] = {}  # expert folders the last all() skipped, and why
 
     def all(self) -> list[Expert]:
+        """Every expert whose manifest loads. One that does not (hand-edited, half-copied) is skipped with a warning
+        and kept in ``unreadable``: it is not served, and it does not stop the others (nor their removal)."""
+        self.unreadable = {}
         if not self.root.is_dir():
             return []
         out = []
         for d in sorted(self.root.iterdir()):
             if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file():
-                out.append(Expert(Manifest.load(d), d))
+                try:
+                    out.append(Expert(Manifest.load(d), d))
+                except InvalidInput as e:
+                    self.unreadable[d] = str(e)
+                    log.warning("skipping expert folder %s: %s", d, e)
         return out
 
     def names(self) -> list[str]:
@@ -150,5 +161,8 @@ class ExpertRegistry:
         return Expert(manifest, dest)
 
     def remove(self, name: str) -> None:
-        expert = self.get(name)
-        shutil.rmtree(expert.path)
+        """Delete the expert's directory; one whose manifest does not load can be removed too."""
+        d = self.root / check_name(name)
+        if not (d / MANIFEST).is_file():
+            raise NotFound(f"no expert {name!r} in {self.root} (have: {', '.join(self.names()) or 'none'})")
+        shutil.rmtree(d)

@@ -209,17 +209,17 @@ def test_cli_eval_and_experts_list(
         runner = CliRunner()
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever"])
         assert res.exit_code == 0, res.output
-        score = float(res.output.strip().rsplit("=", 1)[1])
+        score = float(res.stdout.strip().rsplit("=", 1)[1])
         assert abs(score - out["modes"]["query"]["systems"]["router_retriever"]["bio"]) < 1e-3
         # the domain rule as served (with the served fallback margin) scores what the benchmark reported
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever_domain"])
         assert res.exit_code == 0, res.output
-        score = float(res.output.strip().rsplit("=", 1)[1])
+        score = float(res.stdout.strip().rsplit("=", 1)[1])
         assert abs(score - out["modes"]["query"]["systems"]["router_retriever_domain"]["bio"]) < 1e-3
         # and the corpus rule with the served corpus weight
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever_corpus"])
         assert res.exit_code == 0, res.output
-        score = float(res.output.strip().rsplit("=", 1)[1])
+        score = float(res.stdout.strip().rsplit("=", 1)[1])
         assert abs(score - out["modes"]["query"]["systems"]["router_retriever_corpus"]["bio"]) < 1e-3
         res = runner.invoke(app, ["experts", "list"])
         assert "aero" in res.output and "bio" in res.output

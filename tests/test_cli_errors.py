@@ -106,10 +106,16 @@ def test_experts_list_reports_a_bad_mode_and_a_corrupt_manifest(env: Path) -> No
     _refused(runner.invoke(app, ["experts", "list", "--sides", "both"]), "mode must be one of")
     bad = env / "experts" / "query" / "x"
     bad.mkdir(parents=True)
-    (bad / "manifest.json").write_text("{not json")
-    _refused(runner.invoke(app, ["experts", "list"]), "manifest.json: not valid JSON")
-    (bad / "manifest.json").write_text("[1]")
-    _refused(runner.invoke(app, ["experts", "list"]), "manifest.json: a manifest is a JSON object")
+    # a folder whose manifest does not load is named, with why, and does not stop the listing (nor serving)
+    for text, why in (("{not json", "manifest.json: not valid JSON"), ("[1]", "manifest.json: a manifest is a JSON")):
+        (bad / "manifest.json").write_text(text)
+        res = runner.invoke(app, ["experts", "list"])
+        assert res.exit_code == 0, res.output
+        assert res.stdout == "" and "skipped" in res.stderr and why in "".join(res.stderr.split("\n"))
+        assert "rr experts remove x" in res.stderr
+    res = runner.invoke(app, ["experts", "remove", "x"])  # and it can be removed
+    assert res.exit_code == 0, res.output
+    assert not bad.exists()
 
 
 def test_experts_train_checks_its_options_and_the_train_split_before_encoding(
@@ -234,3 +240,33 @@ def test_serve_refuses_bad_store_settings_in_one_line(
 def test_an_argument_that_is_not_utf8_is_one_line(env: Path, args: list[str]) -> None:
     """A terminal's bytes that are not UTF-8 reach Python as lone surrogates; they are refused before anything runs."""
     _refused(runner.invoke(app, args), "is not UTF-8 text", "\\xff")
+
+
+def test_an_error_is_one_line_on_stderr_and_its_text_is_not_markup(env: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["experts", "list", "--sides", "[/x]"])  # was a rich MarkupError traceback
+    _refused(res, "got '[/x]'")
+    assert res.stdout == "" and res.stderr.count("\n") == 1  # stderr only, unwrapped
+    odd = tmp_path / "[bold]data"
+    odd.mkdir()
+    _refused(runner.invoke(app, ["experts", "train", "--data", str(odd), "--name", "x"]), "[bold]data")
+
+
+def test_removing_the_last_expert_with_pilots_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    import os
+
+    from router.pilots import PilotLibrary
+
+    root = tmp_path / "experts"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "experts" / "query", root / "query")
+    before = {p.name: p.read_bytes() for p in (root / "query").iterdir() if p.is_file()}
+    env = {**os.environ, "RR_EXPERTS_DIR": str(root)}
+    names = sorted(p.name for p in (root / "query").iterdir() if p.is_dir())
+    for name in names[:-1]:
+        res = runner.invoke(app, ["experts", "remove", name], env=env)
+        assert res.exit_code == 0, res.output
+    before = {p.name: p.read_bytes() for p in (root / "query").iterdir() if p.is_file()}
+    res = runner.invoke(app, ["experts", "remove", names[-1]], env=env)
+    _refused(res, f"{names[-1]!r} is the last expert with pilot scores")
+    assert (root / "query" / names[-1] / "manifest.json").is_file()  # nothing was deleted or rewritten
+    assert {p.name: p.read_bytes() for p in (root / "query").iterdir() if p.is_file()} == before
+    assert PilotLibrary.load(root / "query" / "pilots.json").experts == [names[-1]]

@@ -534,3 +534,34 @@ def test_the_manifest_scores_the_epoch_whose_adapter_is_kept(
         assert t["kept_epoch"] == 2 and m.scores["val_ndcg@10"] == 0.3 and m.scores["val_ndcg@10_best"] == 0.9
     saved = Manifest.load(tmp_path / keep)  # as written beside the adapter
     assert saved.scores == m.scores and saved.training["kept_epoch"] == t["kept_epoch"]
+
+
+def test_training_with_nothing_to_learn_or_hold_out_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """An expert trained on no examples, or on too few to hold any out, was registered with NaN scores."""
+    cfg = TrainConfig(max_epochs=1, bf16=False)
+    docs = {"bio": np.zeros((1, 32), dtype=np.float32)}
+    text = ["the protein binds the gene"]
+    empty = DomainData("bio", ["d1"], text, [])
+    with pytest.raises(InvalidInput, match="no training examples in bio") as err:
+        train_expert(str(tiny_model), "fp", [empty], tmp_path / "x", name="x", domain="bio", cfg=cfg, doc_matrices=docs)
+    assert err.value.field == "data"
+    two = DomainData("bio", ["d1"], text, [Example(f"q{i}", "protein", (0,)) for i in range(2)])
+    with pytest.raises(InvalidInput, match="too few training queries to hold any out"):
+        train_expert(str(tiny_model), "fp", [two], tmp_path / "x", name="x", domain="bio", cfg=cfg, doc_matrices=docs)
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_a_registry_folder_whose_manifest_does_not_load_is_skipped_and_removable(tmp_path: Path) -> None:
+    reg = ExpertRegistry(tmp_path / "reg")
+    (reg.root / "good").mkdir(parents=True)
+    (reg.root / "bad").mkdir()
+    (reg.root / "bad" / "manifest.json").write_text("{half-copied")
+    good = Manifest(name="good", domain="bio", base_model="m", base_fingerprint="fp", sides="query")
+    good.save(reg.root / "good")
+    assert reg.names() == ["good"]
+    assert list(reg.unreadable) == [reg.root / "bad"] and "not valid JSON" in reg.unreadable[reg.root / "bad"]
+    reg.remove("bad")
+    assert not (reg.root / "bad").exists()
+    assert reg.names() == ["good"] and reg.unreadable == {}
+    with pytest.raises(NotFound):
+        reg.remove("bad")

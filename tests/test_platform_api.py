@@ -360,6 +360,21 @@ def test_an_expert_removed_during_a_search_is_routed_around(
     assert client.post("/collections/docs/search", json=query, headers=h).status_code == 200
 
 
+def test_a_registry_folder_whose_manifest_does_not_load_does_not_stop_serving(
+    platform: tuple[TestClient, Runtime],
+) -> None:
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    ingest(client, rt, h, "docs", DOCS)
+    broken = rt.retriever.registry.root / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{half-copied")  # every search answered 400 naming this file
+    res = client.post("/collections/docs/search", json={"query": "protein in the cell"}, headers=h)
+    assert res.status_code == 200, res.text
+    assert [e["name"] for e in client.get("/experts", headers=h).json()] == ["bio"]
+
+
 @pytest.mark.parametrize("width", [32, 48])
 def test_a_collection_encoded_by_another_base_model_is_re_encoded(
     platform: tuple[TestClient, Runtime], tiny_model: Path, tmp_path: Path, width: int

@@ -350,6 +350,19 @@ def train_expert(
     for d in domains:
         splits[d.name] = _split(list(d.examples), cfg, random.Random(cfg.seed))
         _split(list(d.examples), cfg, rng)
+    empty = [d.name for d in domains if not splits[d.name][0]]
+    if empty:  # nothing to learn from: an expert "trained" on it would be the base model, scored NaN
+        raise InvalidInput(
+            f"no training examples in {', '.join(empty)}: its train qrels judge no document of its corpus (or no "
+            "query has a text), and it gives no self-supervised pairs",
+            field="data",
+        )
+    if not any(splits[d.name][1] for d in domains):
+        raise InvalidInput(
+            "too few training queries to hold any out for early stopping (4 real queries are needed, or a corpus "
+            "whose titled documents give self-supervised pairs)",
+            field="data",
+        )
     n_fit_rows = sum(len(splits[d.name][0]) for d in domains)
 
     def rows_per_epoch(fit: list[Example]) -> int:
