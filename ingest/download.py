@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -45,7 +48,11 @@ def download_beir(name: str, out: str | Path, url: str | None = None, show_progr
                 f"unknown BEIR dataset {name!r}; known: {', '.join(BEIR_NAMES)} (or pass --url)", field="name"
             )
         url = BEIR_URL.format(name=name)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:  # a folder name under --out, nothing else
+        raise InvalidInput(f"dataset name {name!r} must be a folder name: letters, digits, '.', '_' or '-'", "name")
     target_root = Path(out)
+    if target_root.exists() and not target_root.is_dir():
+        raise InvalidInput(f"{target_root} is not a folder", field="out")
     dest = target_root / name
     if dest.exists():
         raise InvalidInput(f"{dest} exists; remove it first to download again", field="out")
@@ -75,11 +82,19 @@ def download_beir(name: str, out: str | Path, url: str | None = None, show_progr
                     if not str(target).startswith(str(unpacked.resolve())):
                         raise RRError(f"{url}: archive member {member!r} escapes the target folder")
                 zf.extractall(unpacked)
-        except zipfile.BadZipFile:
-            raise RRError(f"{url}: not a zip archive") from None
+        except zipfile.BadZipFile as e:  # also a member whose CRC does not match: a damaged archive
+            raise RRError(f"{url}: not a zip archive, or a damaged one ({e})") from None
+        except (zlib.error, EOFError, zipfile.LargeZipFile, NotImplementedError, OSError) as e:
+            raise RRError(f"{url}: damaged or unreadable archive ({type(e).__name__}: {e})") from None
         candidates = [p.parent for p in unpacked.rglob("corpus.jsonl*")]
         if not candidates:
             raise RRError(f"{url}: the archive holds no corpus.jsonl")
-        target_root.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(candidates[0]), dest)
+        # one collection's folder; several (CQADupStack's sub-forums) come with the folder that holds them all
+        root = Path(os.path.commonpath([str(c) for c in candidates]))
+        try:
+            target_root.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(root), dest)
+        except OSError as e:
+            shutil.rmtree(dest, ignore_errors=True)  # a copy across file systems that stopped part way
+            raise RRError(f"could not move the unpacked {name} into {target_root}: {e}") from None
     return dest

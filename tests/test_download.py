@@ -47,3 +47,39 @@ def test_download_errors(tmp_path: Path) -> None:
     with pytest.raises(RRError, match="no corpus"):
         download_beir("toy", tmp_path / "o", url=empty.as_uri(), show_progress=False)
     assert not (tmp_path / "o" / "toy").exists()
+
+
+def test_download_refuses_bad_names_outputs_and_damaged_archives(tmp_path: Path) -> None:
+    good = _zip(tmp_path, {"toy/corpus.jsonl": json.dumps({"_id": "d1", "text": "x" * 2000}) + "\n"})
+    for name in ("../escaped", "", "a/b", ".."):
+        with pytest.raises(InvalidInput, match="must be a folder name"):
+            download_beir(name, tmp_path / "dl" / "sub", url=good.as_uri(), show_progress=False)
+    assert not (tmp_path / "dl").exists()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(InvalidInput, match="is not a folder"):
+        download_beir("toy", a_file, url=good.as_uri(), show_progress=False)
+    deflated = tmp_path / "deflated.zip"
+    with zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("toy/corpus.jsonl", json.dumps({"_id": "d1", "text": "some words " * 500}) + "\n")
+        info = zf.infolist()[0]
+    data = bytearray(deflated.read_bytes())  # flip bytes inside the compressed member: a zlib error on extraction
+    start = info.header_offset + 30 + len(info.filename.encode())
+    for i in range(start + 2, start + 12):
+        data[i] ^= 0xFF
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(RRError, match="damaged") as err:  # was a zlib.error traceback
+        download_beir("toy", tmp_path / "o", url=damaged.as_uri(), show_progress=False)
+    assert damaged.as_uri() in str(err.value)
+    assert not (tmp_path / "o" / "toy").exists()
+
+
+def test_a_download_with_several_collections_keeps_them_all(tmp_path: Path) -> None:
+    members = {}
+    for forum in ("android", "english"):
+        members[f"cqa/{forum}/corpus.jsonl"] = json.dumps({"_id": f"{forum}1", "text": "x"}) + "\n"
+        members[f"cqa/{forum}/queries.jsonl"] = json.dumps({"_id": "q1", "text": "q"}) + "\n"
+    z = _zip(tmp_path, members)
+    out = download_beir("cqa", tmp_path / "data", url=z.as_uri(), show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["android", "english"]  # one of them was kept, silently
