@@ -38,7 +38,15 @@ from router.validation import (
     domain_accuracy,
     held_out_validate,
 )
-from router.workbench import MULTI_TASK, Workbench, baseline_dir, make_encoder, registry_for, train_multi_task
+from router.workbench import (
+    MULTI_TASK,
+    Workbench,
+    baseline_dir,
+    check_mode,
+    make_encoder,
+    registry_for,
+    train_multi_task,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("query", "query+document")
@@ -603,6 +611,10 @@ def run_quality(
 ) -> dict[str, Any]:
     console = console or Console()
     start = time.monotonic()
+    if not modes:  # before anything is trained or written, as the checks below
+        raise InvalidInput(f"--modes names no mode; give one or more of {', '.join(MODES)}", field="modes")
+    for mode in modes:
+        check_mode(mode)
     commit = checkout_commit()
     found = discover(data)
     unknown = sorted(set(only or []) - {p.name for p in found})
@@ -612,6 +624,13 @@ def run_quality(
         )
     folders = [p for p in found if not only or p.name in only]
     datasets = [load_dataset(p, ("train", "test"), optional=("train",)) for p in folders]
+    untrained = [d.name for d in datasets if "train" not in d.qrels]
+    if untrained:  # an expert per collection is trained on its train split: without one there is nothing to train
+        raise InvalidInput(
+            f"{', '.join(untrained)} under {data} has no train split (qrels/train.tsv); every collection of the "
+            "benchmark trains its expert on one (score others zero-shot with `rr eval`)",
+            field="data",
+        )
     bench = Bench(settings, console, train_budget_s, max_epochs, out_dir, only)
     out: dict[str, Any] = {"datasets": [d.name for d in datasets], "default_mode": "query", "modes": {}}
     for mode in modes:

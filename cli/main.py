@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.errors import NotFound, RRError
+from core.errors import InvalidInput, NotFound, RRError
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -346,6 +346,8 @@ def route(
     from router.workbench import make_encoder, registry_for
 
     try:
+        if not query.strip():  # as the API's /route: nothing to route
+            raise InvalidInput("query must not be empty", field="query")
         s = get_settings()
         lib = PilotLibrary.load(registry_for(s, sides).root / "pilots.json")
         enc = make_encoder(s)

@@ -40,10 +40,25 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
     experts = reg.all()
     check_system(system, [x.name for x in experts])
     ds = load_dataset(data, (split,))  # a split the folder lacks: an error naming the splits it has
+    if not ds.qrels[split]:
+        raise InvalidInput(f"{data}: qrels/{split}.tsv judges no query; there is nothing to score", field="split")
+    names = sorted(x.name for x in experts)
+    routed = not (system in (BASE, MULTI_TASK) or system.startswith("expert:"))
+    ps_path = reg.root / "pilot_scores.npz"
+    if routed:
+        if not ps_path.is_file():
+            raise NotFound(f"{ps_path}: no pilot scores; build them with `rr bench quality`")
+        pilot_scores = PilotScores.load(ps_path)
+        unscored = [n for n in names if n not in pilot_scores.experts]
+        if unscored:  # registered since the pilot scores were made (rr experts train): not routed to, as served
+            console.print(
+                f"[yellow]leaving out {', '.join(unscored)}: no pilot scores yet (`rr bench quality` makes them)[/]"
+            )
+        names = [n for n in names if n in pilot_scores.experts]
     enc = make_encoder(settings)
     for e in experts:
-        enc.add_expert(e.name, e.path, e.manifest.base_fingerprint)
-    names = sorted(x.name for x in experts)
+        if e.name in names or system == f"expert:{e.name}":
+            enc.add_expert(e.name, e.path, e.manifest.base_fingerprint)
     encoders: list[str] = [BASE]
     if system == MULTI_TASK:
         mt = baseline_dir(settings, mode)
@@ -66,11 +81,8 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
     if system in (BASE, MULTI_TASK) or system.startswith("expert:"):
         name = system.split(":", 1)[1] if system.startswith("expert:") else system
         return float(sum(scores[name].values()) / max(1, len(scores[name])))
-    ps_path = reg.root / "pilot_scores.npz"
-    if not ps_path.is_file():
-        raise NotFound(f"{ps_path}: no pilot scores; build them with `rr bench quality`")
     # The served library's fallback margin and corpus weight, so the domain and corpus rules score as served.
     lib = PilotLibrary.load(reg.root / "pilots.json") if (reg.root / "pilots.json").is_file() else None
     margin, weight = (lib.margin, lib.corpus_weight) if lib is not None else (0.0, 0.0)
-    suite = SystemSuite(PilotScores.load(ps_path), names, {n: n for n in names}, margin=margin, corpus_weight=weight)
+    suite = SystemSuite(pilot_scores, names, {n: n for n in names}, margin=margin, corpus_weight=weight)
     return suite.score(system, table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -196,10 +197,11 @@ def test_a_run_keeps_no_other_mode_from_an_unreadable_file_or_for_a_subset(tmp_p
 
 
 def test_cli_eval_and_experts_list(
-    bench: tuple[dict, Path],
+    bench: tuple[dict, Path],  # type: ignore[type-arg]
     tiny_model: Path,
-    beir_root: Path,  # type: ignore[type-arg]
+    beir_root: Path,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     from cli.main import app
 
@@ -221,6 +223,20 @@ def test_cli_eval_and_experts_list(
         assert res.exit_code == 0, res.output
         score = float(res.stdout.strip().rsplit("=", 1)[1])
         assert abs(score - out["modes"]["query"]["systems"]["router_retriever_corpus"]["bio"]) < 1e-3
+        # an expert registered since the pilot scores were made is left out of routing, as served, not an error
+        reg = root / "experts" / "query"
+        shutil.copytree(reg / "bio", reg / "bio2")
+        manifest = json.loads((reg / "bio2" / "manifest.json").read_text())
+        (reg / "bio2" / "manifest.json").write_text(json.dumps({**manifest, "name": "bio2"}))
+        res = runner.invoke(app, ["eval", "--data", str(beir_root / "bio"), "--system", "router_retriever_corpus"])
+        assert res.exit_code == 0, res.output
+        assert "leaving out bio2" in res.output and float(res.stdout.strip().rsplit("=", 1)[1]) == score
+        shutil.rmtree(reg / "bio2")
+        empty = tmp_path / "empty-split" / "bio"
+        shutil.copytree(beir_root / "bio", empty)
+        (empty / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+        res = runner.invoke(app, ["eval", "--data", str(empty), "--system", "base"])  # was nDCG@10 = 0.0000
+        assert res.exit_code == 2 and "judges no query" in res.output, res.output
         res = runner.invoke(app, ["experts", "list"])
         assert "aero" in res.output and "bio" in res.output
         res = runner.invoke(app, ["eval", "--data", str(beir_root / "nope"), "--system", "base"])

@@ -159,6 +159,22 @@ def test_bench_quality_refuses_unknown_only_names_before_writing(env: Path, beir
     res = runner.invoke(app, ["bench", "quality", "--data", str(beir_root), "--only", "bio,nope", "--out", str(out)])
     _refused(res, "no collection named nope", "there: aero, bio")
     assert not out.exists() and not (env / "experts").exists()
+    bench = ["bench", "quality", "--data", str(beir_root), "--out", str(out)]
+    _refused(runner.invoke(app, [*bench, "--modes", ","]), "--modes names no mode")  # was a StopIteration traceback
+    # an unknown mode is refused before the first mode's hour of work, not after it
+    _refused(runner.invoke(app, [*bench, "--modes", "query,bogus"]), "mode must be one of", "'bogus'")
+    assert not out.exists() and not (env / "experts").exists()
+
+
+def test_bench_quality_refuses_a_collection_without_a_train_split_before_training(
+    env: Path, beir_root: Path, tmp_path: Path
+) -> None:
+    data = _without_train(beir_root, tmp_path).parent  # bio without its train split, beside aero with one
+    shutil.copytree(beir_root / "aero", data / "aero")
+    out = env / "results"
+    res = runner.invoke(app, ["bench", "quality", "--data", str(data), "--out", str(out)])  # was KeyError 'train'
+    _refused(res, "has no train split", "rr eval")
+    assert not out.exists() and not (env / "experts").exists()
 
 
 def test_a_bench_of_a_subset_keeps_the_served_pilot_library(tmp_path: Path) -> None:
@@ -270,3 +286,8 @@ def test_removing_the_last_expert_with_pilots_is_refused_before_anything_changes
     assert (root / "query" / names[-1] / "manifest.json").is_file()  # nothing was deleted or rewritten
     assert {p.name: p.read_bytes() for p in (root / "query").iterdir() if p.is_file()} == before
     assert PilotLibrary.load(root / "query" / "pilots.json").experts == [names[-1]]
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_route_refuses_an_empty_query(env: Path, query: str) -> None:
+    _refused(runner.invoke(app, ["route", query]), "query must not be empty")  # it was routed, as if a query
