@@ -41,6 +41,7 @@ from router.validation import (
 from router.workbench import (
     MULTI_TASK,
     Workbench,
+    baseline_data,
     baseline_dir,
     check_mode,
     make_encoder,
@@ -133,8 +134,8 @@ class Bench:
         reg = registry_for(self.settings, mode)
         have: set[str] = set(reg.names())
         todo = [ds for ds in datasets if ds.name not in have]
-        mt_dir = baseline_dir(self.settings, mode)
-        need_mt = not (mt_dir / "manifest.json").is_file()
+        mt_dir = self.baseline_for(mode, datasets)
+        need_mt = baseline_data(mt_dir) != sorted(ds.name for ds in datasets)
         for ds in todo:
             t0 = time.monotonic()
             self.console.print(f"[bold]training[/] {mode} expert {ds.name!r}")
@@ -163,9 +164,19 @@ class Bench:
                 self._cfg(mode, self.train_budget_s * 3),
                 doc_matrices=base_docs,
                 progress=lambda ep, val, loss: self.console.print(f"  {ep}: val nDCG@10 {val:.4f} loss {loss:.3f}"),
+                out=mt_dir,
             )
             self._timed(f"train_{mode}", t0)
         return reg
+
+    def baseline_for(self, mode: str, datasets: Sequence[BeirDataset]) -> Path:
+        """Where this run's multi-task baseline is: the shared one (the registry's ``baselines/``), trained on
+        exactly these collections; a subset run (``--only``) keeps its own under its results folder instead, so a
+        baseline of a few collections never stands in for, or replaces, the one of all of them."""
+        shared = baseline_dir(self.settings, mode)
+        if self.only is None or baseline_data(shared) == sorted(ds.name for ds in datasets):
+            return shared
+        return self.out_dir / "baselines" / shared.name
 
     # ---- one mode ------------------------------------------------------------------------------------------
     def run_mode(self, mode: str, datasets: Sequence[BeirDataset]) -> dict[str, Any]:
@@ -186,8 +197,7 @@ class Bench:
             experts = [e for e in reg.all() if e.name in {ds.name for ds in datasets}]
             for x in experts:
                 enc.add_expert(x.name, x.path, x.manifest.base_fingerprint)
-            mt = baseline_dir(self.settings, mode)
-            enc.add_expert(MULTI_TASK, mt)
+            enc.add_expert(MULTI_TASK, self.baseline_for(mode, datasets))
             names = sorted(x.name for x in experts)
 
             # Algorithm 1 inputs: every expert on every training query (cached vectors make this cheap to redo).

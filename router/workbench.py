@@ -22,7 +22,7 @@ from ingest.beir import BeirDataset
 from router.cache import EmbeddingCache
 from router.encoders import BASE, TextEncoder
 from router.evaluation import Run, ndcg_at_10, search_matrix
-from router.experts import SIDES, ExpertRegistry
+from router.experts import SIDES, ExpertRegistry, Manifest
 
 if TYPE_CHECKING:
     from router.training.trainer import TrainConfig, TrainResult
@@ -48,6 +48,13 @@ def baseline_dir(settings: Settings, mode: str) -> Path:
     return Path(settings.experts_dir) / "baselines" / f"{MULTI_TASK}-{MODE_DIRS[check_mode(mode)]}"
 
 
+def baseline_data(path: Path) -> list[str] | None:
+    """The collections a multi-task baseline at ``path`` was trained on, sorted (None: there is none)."""
+    if not (path / "manifest.json").is_file():
+        return None
+    return sorted(Manifest.load(path).training.get("data") or [])
+
+
 def train_multi_task(
     settings: Settings,
     encoder: TextEncoder,
@@ -57,10 +64,11 @@ def train_multi_task(
     progress: Callable[[str, float, float], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     keep_on_interrupt: bool = False,
+    out: Path | None = None,
 ) -> TrainResult:
     """The multi-task baseline of ``cfg.sides``: one LoRA on the union of every domain's training data, written to
-    :func:`baseline_dir` (replacing what is there only once training has succeeded). ``progress``, ``on_step`` and
-    ``keep_on_interrupt`` are :func:`router.training.trainer.train_expert`'s."""
+    ``out`` (default :func:`baseline_dir`), replacing what is there only once training has succeeded.
+    ``progress``, ``on_step`` and ``keep_on_interrupt`` are :func:`router.training.trainer.train_expert`'s."""
     import shutil
 
     from router.training.data import domain_data
@@ -68,7 +76,8 @@ def train_multi_task(
 
     if not datasets:
         raise InvalidInput("the multi-task baseline needs at least one collection with a train split", field="data")
-    out = baseline_dir(settings, cfg.sides)
+    out = out or baseline_dir(settings, cfg.sides)
+    out.parent.mkdir(parents=True, exist_ok=True)
     docs = doc_matrices or {
         ds.name: encoder.encode([d.full_text for d in ds.corpus], None, "document") for ds in datasets
     }

@@ -414,3 +414,25 @@ def test_where_no_bar_shows_a_slow_step_gets_a_line(tiny_model: Path, tmp_path: 
     running = log_of(0.0, log_every_s=0.0)
     assert "aero docs [base]: 2/3 texts after 0s" in running and "aero docs [base]: 3 texts in 0s" in running
     assert "2/3" not in log_of(0.0)  # under a minute: no running line
+
+
+def test_a_subset_run_keeps_its_own_multi_task_baseline(tmp_path: Path) -> None:
+    """A baseline trained on a subset was written where the full run's is, and stood in for it from then on."""
+    from benchmarks.quality import Bench
+    from ingest.beir import BeirDataset
+    from router.experts import Manifest
+    from router.workbench import baseline_data, baseline_dir
+
+    settings = get_settings().model_copy(update={"experts_dir": str(tmp_path / "experts")})
+    bench = Bench.__new__(Bench)  # no encoder: only where the baseline goes is asked
+    bench.settings, bench.out_dir = settings, tmp_path / "subset"
+    both = [BeirDataset(n, tmp_path / n, [], {}, {}) for n in ("aero", "bio")]
+    shared = baseline_dir(settings, "query")
+    shared.mkdir(parents=True)
+    Manifest("multi_task", "all", "m", "fp", training={"data": ["bio", "aero"]}).save(shared)
+    assert baseline_data(shared) == ["aero", "bio"]
+    bench.only = None
+    assert bench.baseline_for("query", both) == shared
+    bench.only = ["bio"]
+    assert bench.baseline_for("query", both[1:]) == tmp_path / "subset" / "baselines" / shared.name
+    assert bench.baseline_for("query", both) == shared  # a subset that is all of them uses the shared one
