@@ -306,13 +306,13 @@ def test_an_expert_removed_during_a_search_is_routed_around(
     h = tenant(client, rt, "acme")
     client.post("/collections", json={"name": "docs"}, headers=h)
     ingest(client, rt, h, "docs", DOCS)
-    assert (
-        client.post(
-            "/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt)
-        ).status_code
-        == 201
-    )
-    assert rt.queue.join(120)
+
+    def add_aero() -> None:
+        body = {"path": str(experts["aero"]), "data": str(beir_root)}
+        assert client.post("/experts", json=body, headers=admin(rt)).status_code == 201
+        assert rt.queue.join(120)
+
+    add_aero()
     r = rt.retriever
     query = {"query": "supersonic wing flow over the plate"}
     first = client.post("/collections/docs/search", json=query, headers=h).json()["route"]
@@ -336,13 +336,7 @@ def test_an_expert_removed_during_a_search_is_routed_around(
 
     # aero named, and its named vector dropped (the queue's drop_vector) while the search is at the store
     if "aero" not in r.experts:
-        assert (
-            client.post(
-                "/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt)
-            ).status_code
-            == 201
-        )
-        assert rt.queue.join(120)
+        add_aero()
     store_search = rt.store.search
 
     def dropping(physical: str, vector: str, *args: Any, **kwargs: Any) -> Any:
