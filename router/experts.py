@@ -147,17 +147,21 @@ class ExpertRegistry:
         if not (src / "adapter_config.json").is_file():
             raise InvalidInput(f"{src}: no adapter_config.json; an expert needs its peft LoRA adapter")
         dest = self.root / manifest.name
-        if dest.exists() and dest.resolve() != src.resolve():
-            if not replace:
-                raise Conflict(f"expert {manifest.name!r} exists in {self.root}; remove it first or pass replace")
-            shutil.rmtree(dest)
+        if dest.exists() and dest.resolve() != src.resolve() and not replace:
+            raise Conflict(f"expert {manifest.name!r} exists in {self.root}; remove it first or pass replace")
         if dest.resolve() != src.resolve():
-            # Copy beside, then rename: another process listing the registry never sees half an expert.
+            # Copy beside, then rename: another process listing the registry never sees half an expert, and the
+            # expert it replaces is set aside only once the copy is whole (a full disk loses neither).
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = self.root / f".{manifest.name}.incoming"
+            old = self.root / f".{manifest.name}.old"
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
             shutil.copytree(src, tmp)
+            if dest.exists():
+                dest.rename(old)
             tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
         return Expert(manifest, dest)
 
     def remove(self, name: str) -> None:

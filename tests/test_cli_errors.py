@@ -125,6 +125,11 @@ def test_experts_train_checks_its_options_and_the_train_split_before_encoding(
     _refused(runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--lr", "5"]), "lr must be in (0, 1)")
     res = runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--hard-negatives", "-1"])
     _refused(res, "hard_negatives must be >= 0")
+    res = runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--hard-negatives", "3"])  # was ignored
+    _refused(res, "hard_negatives are mined for the in-batch document side", "needs sides 'query+document'")
+    _refused(
+        runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--budget", "-1"]), "time_budget_s must be > 0"
+    )
     res = runner.invoke(app, [*train, "--data", str(beir_root / "bio"), "--doc-anchor", "1"])
     _refused(res, "doc_anchor holds the document side", "needs sides 'query+document'")
     no_train = _without_train(beir_root, tmp_path)

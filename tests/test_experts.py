@@ -551,6 +551,31 @@ def test_training_with_nothing_to_learn_or_hold_out_is_refused(tiny_model: Path,
     assert not (tmp_path / "x").exists()  # nothing written
 
 
+def test_replacing_an_expert_that_cannot_be_copied_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    reg = ExpertRegistry(tmp_path / "reg")
+    for version in ("old", "new"):
+        d = tmp_path / version / "good"
+        d.mkdir(parents=True)
+        Manifest(name="good", domain=version, base_model="m", base_fingerprint="fp").save(d)
+        (d / "adapter_config.json").write_text("{}")
+    reg.add(tmp_path / "old" / "good")
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copytree", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        reg.add(tmp_path / "new" / "good", replace=True)
+    monkeypatch.undo()
+    assert reg.get("good").manifest.domain == "old"  # it was deleted before the copy
+    assert reg.add(tmp_path / "new" / "good", replace=True).manifest.domain == "new"
+    assert reg.get("good").manifest.domain == "new" and sorted(p.name for p in reg.root.iterdir()) == ["good"]
+
+
 def test_a_registry_folder_whose_manifest_does_not_load_is_skipped_and_removable(tmp_path: Path) -> None:
     reg = ExpertRegistry(tmp_path / "reg")
     (reg.root / "good").mkdir(parents=True)

@@ -85,6 +85,8 @@ class TrainConfig:
         for name in ("rank", "alpha", "batch_size", "max_epochs"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
+        if not self.time_budget_s > 0:  # also NaN
+            raise InvalidInput(f"time_budget_s must be > 0, got {self.time_budget_s}", field="time_budget_s")
         if not 0 < self.temperature <= 1:
             raise InvalidInput(f"temperature must be in (0, 1], got {self.temperature}", field="temperature")
         if not 0 < self.lr < 1:
@@ -97,6 +99,12 @@ class TrainConfig:
             raise InvalidInput(f"real_share must be in [0, 1), got {self.real_share}", field="real_share")
         if self.hard_negatives < 0:
             raise InvalidInput(f"hard_negatives must be >= 0, got {self.hard_negatives}", field="hard_negatives")
+        if self.hard_negatives and self.sides == "query":
+            raise InvalidInput(
+                "hard_negatives are mined for the in-batch document side; query-side experts score against the whole "
+                "frozen-base corpus already, so it needs sides 'query+document'",
+                field="hard_negatives",
+            )
         if self.val_real_weight is not None and not 0 <= self.val_real_weight <= 1:
             raise InvalidInput(
                 f"val_real_weight must be in [0, 1], got {self.val_real_weight}", field="val_real_weight"
