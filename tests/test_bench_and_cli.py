@@ -348,6 +348,9 @@ def test_ctrl_c_during_cli_training_registers_the_best_checkpoint_so_far(
     use_bench_settings(monkeypatch, tiny_model, tmp_path / "experts", tmp_path / "cache")
     try:
         args = ["experts", "train", "--data", str(beir_root / "bio"), "--name", "bio", "--max-epochs", "4"]
+        stale = tmp_path / "experts" / "query" / ".bio.tmp"  # an earlier run's leftovers: not part of this expert
+        stale.mkdir(parents=True)
+        (stale / "STALE_FILE").write_text("from a run that was killed")
         res = CliRunner().invoke(cli_main.app, [*args, "--budget", "120", "--lr", "1e-3"])
         assert res.exit_code == 0, res.output
         said = " ".join(res.output.split())
@@ -355,6 +358,7 @@ def test_ctrl_c_during_cli_training_registers_the_best_checkpoint_so_far(
         manifest = ExpertRegistry(tmp_path / "experts" / "query").get("bio").manifest
         assert manifest.training["stopped_by"] == "interrupted" and manifest.training["epochs_run"] == 1
         assert not list((tmp_path / "experts" / "query").glob(".*.tmp"))
+        assert not (tmp_path / "experts" / "query" / "bio" / "STALE_FILE").exists()
     finally:
         get_settings.cache_clear()
 
