@@ -55,21 +55,22 @@ def evaluate_system(settings: Settings, data: Path, system: str, mode: str, spli
                 f"[yellow]leaving out {', '.join(unscored)}: no pilot scores yet (`rr bench quality` makes them)[/]"
             )
         names = [n for n in names if n in pilot_scores.experts]
-    enc = make_encoder(settings)
-    for e in experts:
-        if e.name in names or system == f"expert:{e.name}":
-            enc.add_expert(e.name, e.path, e.manifest.base_fingerprint)
     encoders: list[str] = [BASE]
     if system == MULTI_TASK:
         mt = baseline_dir(settings, mode)
         if not (mt / "manifest.json").is_file():
             raise NotFound(f"no multi-task baseline at {mt}; run `rr bench quality` to train it")
-        enc.add_expert(MULTI_TASK, mt)
         encoders.append(MULTI_TASK)
     elif system.startswith("expert:"):
         encoders.append(system.split(":", 1)[1])
     elif system != BASE:
         encoders += names
+    enc = make_encoder(settings)
+    for e in experts:  # only the adapters this system encodes with
+        if e.name in encoders:
+            enc.add_expert(e.name, e.path, e.manifest.base_fingerprint)
+    if system == MULTI_TASK:
+        enc.add_expert(MULTI_TASK, mt)
     wb = Workbench(enc, mode)
     qids, base_q = wb.query_matrix(ds, split, None)
     scores: dict[str, dict[str, float]] = {}

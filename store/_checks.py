@@ -105,6 +105,9 @@ def check_batch(requests: Sequence[SearchRequest]) -> list[SearchRequest]:
     return list(requests)
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # the engines' integer: a payload outside it comes back a float, a filter fails
+
+
 def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
     """A filter as (key, accepted values) pairs, all of which must hold; one value is a one-element list."""
     if filter is None:
@@ -130,9 +133,6 @@ def check_filter(filter: Filter | None) -> list[tuple[str, list[FilterValue]]]:
                 )
         out.append((key, values))
     return out
-
-
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # the engines' integer: a payload outside it comes back a float, a filter fails
 
 
 def first_non_json(value: Any, path: str = "") -> tuple[str, Any] | None:

@@ -43,7 +43,7 @@ class CeleryQueue:
 
     def submit(self, task: str, **kwargs: Any) -> None:
         """Send a task; a broker that cannot take it (unreachable, refusing) is a :class:`QueueError`, answered
-        503, once Celery's own connection retries (``broker_connection_retry``) are spent."""
+        503, once Celery's own publish retries (``task_publish_retry_policy``) are spent."""
         from kombu.exceptions import KombuError, OperationalError
 
         from workers import tasks
