@@ -46,19 +46,20 @@ def get_principal(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
-DASHBOARD_COOKIE = "rr_dashboard_key"
+DASHBOARD_COOKIE = "rr_dashboard_session"
 
 
 def find_principal(rt: Runtime, request: Request) -> Principal | None:
-    """The key of a bearer header, else of the dashboard's HttpOnly cookie (a browser navigating to /dashboard cannot
-    send a header); None when there is no key or it is unknown, so the caller can show its sign-in form."""
+    """The key of a bearer header, else the dashboard session of its HttpOnly cookie (a browser navigating to
+    /dashboard cannot send a header); None when there is neither, or it is unknown, expired or its key revoked, so the
+    caller can show its sign-in form."""
     auth = request.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        key = request.cookies.get(DASHBOARD_COOKIE, "")
-    if not key.strip():
-        return None
-    tenant = rt.meta.tenant_for_key(key.strip())
+    if scheme.lower() == "bearer" and key.strip():
+        tenant = rt.meta.tenant_for_key(key.strip())
+    else:
+        token = request.cookies.get(DASHBOARD_COOKIE, "").strip()
+        tenant = rt.meta.tenant_for_session(token) if token else None
     return None if tenant is None else Principal(tenant)
 
 

@@ -143,6 +143,42 @@ class MetaStore:
         rec = self._get(f"key:{hash_key(key)}")
         return rec["tenant"] if rec else None
 
+    # ---- dashboard sessions ------------------------------------------------------------------------------
+    def create_session(self, key: str, max_age_s: float) -> str | None:
+        """A sign-in of the dashboard: a new random token standing for ``key`` for ``max_age_s`` seconds (None when
+        the key is unknown). Only the token's hash is kept, with the key's hash, so revoking the key ends the
+        session; expired sessions are deleted here."""
+        key_rec = self._get(f"key:{hash_key(key)}")
+        if key_rec is None:
+            return None
+        now = time.time()
+        stale = [r["session_hash"] for r in self._scan(kind="session") if r["expires_at"] <= now]
+        if stale:
+            self._delete(*(f"session:{h}" for h in stale))
+        token = f"rrs_{secrets.token_urlsafe(32)}"
+        h = hash_key(token)
+        self._put(
+            f"session:{h}",
+            {
+                "kind": "session",
+                "session_hash": h,
+                "key_hash": key_rec["key_hash"],
+                "tenant": key_rec["tenant"],
+                "expires_at": now + max_age_s,
+            },
+        )
+        return token
+
+    def tenant_for_session(self, token: str) -> str | None:
+        """The tenant a dashboard session token signs in, while it has not expired and its key is not revoked."""
+        rec = self._get(f"session:{hash_key(token)}")
+        if rec is None or rec["expires_at"] <= time.time() or self._get(f"key:{rec['key_hash']}") is None:
+            return None
+        return str(rec["tenant"])
+
+    def end_session(self, token: str) -> None:
+        self._delete(f"session:{hash_key(token)}")
+
     def has_admin_key(self) -> bool:
         return any(True for _ in self._scan(kind="key", tenant=ADMIN))
 

@@ -144,7 +144,7 @@ def test_sign_in_is_required_and_sets_an_httponly_cookie(platform: dict[str, Any
     page.click("button[type=submit]")
     assert "not known" in page.locator('[data-field="error"]').inner_text()
     page = sign_in(browser, base, ADMIN_KEY)
-    (cookie,) = [c for c in browser.cookies() if c["name"] == "rr_dashboard_key"]
+    (cookie,) = [c for c in browser.cookies() if c["name"] == "rr_dashboard_session"]
     assert cookie["httpOnly"] and cookie["path"] == "/dashboard" and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # scripts cannot read the key
     page.goto(f"{base}/dashboard")

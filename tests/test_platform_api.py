@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.runtime import Runtime
 from router.serving import PILOTS_FILE, SCORES_FILE
+from store.meta import hash_key
 from tests.platform_fixtures import build_pilot_scores, make_settings
 from workers.jobs import run_backfill
 
@@ -629,3 +630,62 @@ def test_keys_are_listed_and_revoked_by_id(platform: tuple[TestClient, Runtime])
     b = {"Authorization": f"Bearer {spare['api_key']}"}
     assert client.delete(f"/tenants/admin/keys/{only['key_id']}", headers=b).status_code == 204
     assert client.get("/tenants", headers=a).status_code == 401 and client.get("/tenants", headers=b).status_code == 200
+
+
+def test_the_dashboard_cookie_holds_a_session_not_the_key(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    a = admin(rt)
+    made = client.post("/tenants", json={"name": "acme"}, headers=a).json()
+    key, kid = made["api_key"], made["key_id"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    r = client.post("/dashboard/login", content=f"key={key}", headers=form, follow_redirects=False)
+    assert r.status_code == 303
+    token = client.cookies.get("rr_dashboard_session")
+    assert token and key not in token and token not in key
+    assert client.get("/dashboard/data").status_code == 200
+    # The token opens the dashboard only: as an API key it is unknown.
+    assert client.get("/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+    # Signing out ends the session wherever the token was copied to.
+    assert client.post("/dashboard/logout", follow_redirects=False).status_code == 303
+    assert client.get("/dashboard/data", headers={"Cookie": f"rr_dashboard_session={token}"}).status_code == 401
+
+    # Revoking the key ends its sessions; another key of the tenant goes on working.
+    client.cookies.clear()
+    client.post("/dashboard/login", content=f"key={key}", headers=form, follow_redirects=False)
+    token = client.cookies.get("rr_dashboard_session")
+    assert client.get("/dashboard/data").status_code == 200
+    client.post("/tenants/acme/keys", headers=a)
+    assert client.delete(f"/tenants/acme/keys/{kid}", headers=a).status_code == 204
+    assert client.get("/dashboard/data", headers={"Cookie": f"rr_dashboard_session={token}"}).status_code == 401
+
+    # A session past its time is refused and deleted at the next sign-in.
+    client.cookies.clear()
+    admin_key = a["Authorization"].removeprefix("Bearer ")
+    expired = rt.meta.create_session(admin_key, max_age_s=-1)
+    assert expired and rt.meta.tenant_for_session(expired) is None
+    assert client.get("/dashboard/data", headers={"Cookie": f"rr_dashboard_session={expired}"}).status_code == 401
+    assert rt.meta.create_session(admin_key, 60) and rt.meta._get(f"session:{hash_key(expired)}") is None
+
+    # A sign-in posted from another site's page is refused (no page can sign a visitor in under its own key).
+    client.cookies.clear()
+    r = client.post(
+        "/dashboard/login",
+        content=f"key={admin_key}",
+        headers={**form, "Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and "rr_dashboard_session" not in r.cookies
+    r = client.post(
+        "/dashboard/login", content=f"key={admin_key}", headers={**form, "Origin": "null"}, follow_redirects=False
+    )
+    assert r.status_code == 403
+    r = client.post(
+        "/dashboard/login",
+        content=f"key={admin_key}",
+        headers={**form, "Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert client.post("/dashboard/login", content="key=nope", headers=form).status_code == 401

@@ -1,14 +1,17 @@
 """The operations dashboard: a server-rendered page, its JSON, and a sign-in form that sets an HttpOnly cookie.
 
-A browser navigating to /dashboard cannot send ``Authorization: Bearer``; the form takes the API key once and keeps
-it in a cookie that scripts cannot read (HttpOnly), that is sent only to /dashboard (Path) and never from another
-site (SameSite=Strict). A bearer header works too, for curl and tests.
+A browser navigating to /dashboard cannot send ``Authorization: Bearer``; the form takes the API key once and the
+cookie holds a session token standing for it, not the key: the token opens the dashboard only (never the API), for
+12 hours, until sign-out, or until the key is revoked. The cookie cannot be read by scripts (HttpOnly), is sent only
+to /dashboard (Path) and never from another site (SameSite=Strict); a sign-in posted from another site's page (its
+``Origin`` is not this host) is refused, so no page can sign a visitor in under someone else's key. A bearer header
+works too, for curl and tests.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -62,18 +65,27 @@ def data(request: Request, rt: RuntimeDep) -> Any:
     "/login",
     response_class=RedirectResponse,
     status_code=status.HTTP_303_SEE_OTHER,
-    responses={401: {"description": "The sign-in form again: that key is not known.", "content": {"text/html": {}}}},
+    responses={
+        401: {"description": "The sign-in form again: that key is not known.", "content": {"text/html": {}}},
+        403: {"description": "The form was posted from another site's page.", "content": {"text/html": {}}},
+    },
 )
 async def login(request: Request, rt: RuntimeDep) -> Response:
-    """Check the key from the form and keep it in the dashboard's cookie (parsed by hand: no multipart dependency)."""
+    """Check the key from the form and keep a session for it in the dashboard's cookie (parsed by hand: no multipart
+    dependency)."""
+    if not _same_origin(request):
+        return HTMLResponse(
+            render.sign_in("Sign in from this server's own page."), status_code=status.HTTP_403_FORBIDDEN
+        )
     body = await request.body()
     key = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).get("key", [""])[0].strip()
-    if not key or rt.meta.tenant_for_key(key) is None:
+    token = rt.meta.create_session(key, COOKIE_MAX_AGE_S) if key else None
+    if token is None:
         return HTMLResponse(render.sign_in("That key is not known."), status_code=status.HTTP_401_UNAUTHORIZED)
     resp = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     resp.set_cookie(
         DASHBOARD_COOKIE,
-        key,
+        token,
         max_age=COOKIE_MAX_AGE_S,
         path="/dashboard",
         httponly=True,
@@ -83,8 +95,21 @@ async def login(request: Request, rt: RuntimeDep) -> Response:
     return resp
 
 
+def _same_origin(request: Request) -> bool:
+    """No ``Origin`` (curl, an old browser) or one naming this host (or the host a proxy forwarded for)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
+    return origin != "null" and urlsplit(origin).netloc in hosts
+
+
 @router.post("/logout", response_class=RedirectResponse, status_code=status.HTTP_303_SEE_OTHER)
-def logout() -> Response:
+def logout(request: Request, rt: RuntimeDep) -> Response:
+    """End the cookie's session (its token no longer signs in, wherever it was copied) and clear the cookie."""
+    token = request.cookies.get(DASHBOARD_COOKIE, "").strip()
+    if token:
+        rt.meta.end_session(token)
     resp = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     resp.delete_cookie(DASHBOARD_COOKIE, path="/dashboard", httponly=True, samesite="strict")
     return resp
