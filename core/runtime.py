@@ -39,7 +39,7 @@ class Runtime:
     def meta(self) -> Any:
         from store.meta import MetaStore
 
-        return MetaStore(self.store)
+        return MetaStore(self.store, job_retention_s=self.settings.job_retention_days * 86400.0)
 
     @cached_property
     def events(self) -> Any:

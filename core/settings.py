@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     events_flush_seconds: float = Field(
         2.0, gt=0, le=60, description="How often a process writes its buffered events to the store."
     )
+    job_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Finished ingestion jobs (done or failed) are forgotten this long after they were created; "
+        "GET /jobs/{id} is a 404 from then on. Jobs still queued or running are kept.",
+    )
 
     @field_validator("store_url")
     @classmethod

@@ -75,9 +75,14 @@ class JobInfo:
     created_at: float
 
 
+PRUNE_EVERY_S = 3600.0  # how often job creation also forgets the finished jobs past their retention
+
+
 class MetaStore:
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, job_retention_s: float | None = None) -> None:
         self.store = store
+        self.job_retention_s = job_retention_s  # None: jobs are kept for ever
+        self._pruned_at = 0.0
         self._lock = threading.RLock()  # over read-modify-write updates (see the module's docstring)
         if not store.collection_exists(META):
             with contextlib.suppress(Conflict):  # another process created it first
@@ -264,6 +269,9 @@ class MetaStore:
             raise InvalidInput("a job needs at least one document", field="documents")
         job_id = uuid.uuid4().hex
         now = time.time()
+        if self.job_retention_s is not None and now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            self.prune_jobs(now - self.job_retention_s)
         self._put(
             f"job:{job_id}",
             {
@@ -324,6 +332,20 @@ class MetaStore:
             errors,
             job["created_at"],
         )
+
+    def prune_jobs(self, created_before: float) -> int:
+        """Forget the finished jobs (done or failed) created before that time, with their batch records; returns how
+        many. Jobs still queued or running are kept, however old."""
+        old = [r for r in self._scan(kind="job") if r["created_at"] < created_before]
+        gone = 0
+        for r in old:
+            keys = [f"batch:{r['job_id']}/{i}" for i in range(int(r["batches"]))]
+            states = {p.payload["status"] for p in self.store.retrieve(META, keys)}
+            if states <= {"done", "failed"}:  # none left: a prune stopped between its two deletes
+                self._delete(*keys)
+                self._delete(f"job:{r['job_id']}")  # the job last, so a prune stopped here finds it next time
+                gone += 1
+        return gone
 
     def list_jobs(self, tenant: str | None = None, limit: int | None = None) -> list[JobInfo]:
         """Newest first; ``limit`` keeps only the newest ones before their batches are read (the dashboard)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import store.meta as store_meta
 from core.errors import Conflict, NotFound
 from store.edge import EdgeStore
 from store.meta import ADMIN, MetaStore, key_id
@@ -125,5 +126,40 @@ def test_a_job_is_read_by_its_keys_without_scanning_the_others(tmp_path: Path) -
         assert store.scrolls == 0  # the job record's batch count names its batch records
         assert (job.status, job.done, job.total, job.errors) == ("failed", 3, 6, [{"ids": ["x"], "reason": "bad"}])
         assert meta.get_job(jobs[0]).status == "queued"
+    finally:
+        store.close()
+
+
+def test_finished_jobs_past_their_retention_are_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EdgeStore(tmp_path / "store")
+    try:
+        meta = MetaStore(store, job_retention_s=3600.0)
+        meta.create_tenant("acme")
+        clock = [1_000_000.0]
+        monkeypatch.setattr(store_meta.time, "time", lambda: clock[0])
+        done, failed, running, queued = (meta.create_job("acme", "docs", [2, 1]) for _ in range(4))
+        for i, n in enumerate((2, 1)):
+            meta.set_batch(done, i, "done", n, n, [])
+        meta.set_batch(failed, 0, "done", 2, 2, [])
+        meta.set_batch(failed, 1, "failed", 0, 1, [{"ids": ["x"], "reason": "bad"}])
+        meta.set_batch(running, 0, "done", 2, 2, [])
+        meta.set_batch(running, 1, "running", 0, 1, [])
+        clock[0] += 1800.0
+        recent = meta.create_job("acme", "docs", [1])  # under the hour since the first prune: none runs
+        meta.set_batch(recent, 0, "done", 1, 1, [])
+        assert {j.job_id for j in meta.list_jobs()} == {done, failed, running, queued, recent}
+
+        clock[0] += 1800.0 + 1.0  # the four first jobs are past the retention, the recent one is not
+        meta.create_job("acme", "docs", [1])  # an hour since the last prune: this one prunes
+        kept = {j.job_id for j in meta.list_jobs()}
+        assert done not in kept and failed not in kept  # finished: forgotten
+        assert {running, queued, recent} <= kept  # unfinished ones are kept however old, recent ones too
+        for gone in (done, failed):
+            with pytest.raises(NotFound):
+                meta.get_job(gone)
+            assert store.retrieve("_rr_meta", [f"batch:{gone}/0", f"batch:{gone}/1"]) == []
+        # A prune stopped between its two deletes left a job record without batches: the next prune takes it.
+        store.delete("_rr_meta", [f"batch:{recent}/0"])
+        assert meta.prune_jobs(clock[0] + 1.0) == 1 and recent not in {j.job_id for j in meta.list_jobs()}
     finally:
         store.close()
