@@ -65,9 +65,15 @@ bench_app = typer.Typer(help="Benchmarks that print a table and write benchmarks
 tenants_app = typer.Typer(
     help="Tenants and their API keys, through the API (admin key): create, list, issue, revoke.", no_args_is_help=True
 )
+collections_app = typer.Typer(
+    help="Collections and ingestion jobs, through the API (any key: a tenant's sees its own).", no_args_is_help=True
+)
+jobs_app = typer.Typer(help="Ingestion jobs, through the API.", no_args_is_help=True)
 app.add_typer(experts_app, name="experts")
 app.add_typer(bench_app, name="bench")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(collections_app, name="collections")
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 
 Mode = Annotated[str, typer.Option(help="Expert sides: 'query' (default, the paper's) or 'query+document'.")]
@@ -709,7 +715,7 @@ Url = Annotated[str | None, typer.Option(help="The platform's URL (default RR_AP
 Key = Annotated[str | None, typer.Option(help="The admin key (default RR_API_KEY, RR_ADMIN_KEY or admin.key).")]
 
 
-def _admin_call(method: str, path: str, url: str | None, key: str | None, body: dict | None = None) -> Any:  # type: ignore[type-arg]
+def _call(method: str, path: str, url: str | None, key: str | None, body: dict | None = None) -> Any:  # type: ignore[type-arg]
     import httpx
 
     base, headers = _api(url, key)
@@ -728,13 +734,13 @@ def _show_issued(issued: dict[str, str]) -> None:
 @tenants_app.command("create")
 def tenants_create(name: str, url: Url = None, key: Key = None) -> None:
     """Create a tenant and print its first API key."""
-    _show_issued(_admin_call("POST", "/tenants", url, key, {"name": name}))
+    _show_issued(_call("POST", "/tenants", url, key, {"name": name}))
 
 
 @tenants_app.command("list")
 def tenants_list(url: Url = None, key: Key = None) -> None:
     """The tenants, one a line."""
-    for name in _admin_call("GET", "/tenants", url, key):
+    for name in _call("GET", "/tenants", url, key):
         print(name)
 
 
@@ -743,7 +749,7 @@ def tenants_keys(name: str, url: Url = None, key: Key = None) -> None:
     """A tenant's keys ('admin' for the admin's): key_id and creation time (UTC)."""
     from datetime import UTC, datetime
 
-    for k in _admin_call("GET", f"/tenants/{name}/keys", url, key):
+    for k in _call("GET", f"/tenants/{name}/keys", url, key):
         created = datetime.fromtimestamp(float(k["created_at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{k['key_id']}  {created}")
 
@@ -751,11 +757,77 @@ def tenants_keys(name: str, url: Url = None, key: Key = None) -> None:
 @tenants_app.command("issue-key")
 def tenants_issue_key(name: str, url: Url = None, key: Key = None) -> None:
     """Another key for a tenant; its other keys keep working until revoked."""
-    _show_issued(_admin_call("POST", f"/tenants/{name}/keys", url, key))
+    _show_issued(_call("POST", f"/tenants/{name}/keys", url, key))
 
 
 @tenants_app.command("revoke-key")
 def tenants_revoke_key(name: str, key_id: str, url: Url = None, key: Key = None) -> None:
     """Revoke one of a tenant's keys by its key_id (401 with it from the next request on)."""
-    _admin_call("DELETE", f"/tenants/{name}/keys/{key_id}", url, key)
+    _call("DELETE", f"/tenants/{name}/keys/{key_id}", url, key)
     console.print(f"revoked {key_id} of {name!r}")
+
+
+# ---- collections and jobs (any key: a tenant's own, or the admin's) -----------------------------------------------
+AnyKey = Annotated[
+    str | None,
+    typer.Option(help="An API key (default RR_API_KEY, RR_ADMIN_KEY or admin.key); a tenant's sees its own."),
+]
+
+
+def _collection_line(c: dict[str, Any]) -> str:
+    backfill = ",".join(f"{e}={state}" for e, state in sorted(c["backfill"].items())) or "-"
+    return "\t".join(
+        [c["name"], c["tenant"], str(c["documents"]), c["expert"] or "auto", ",".join(c["vectors"]), backfill]
+    )
+
+
+@collections_app.command("list")
+def collections_list(url: Url = None, key: AnyKey = None) -> None:
+    """One collection a line, tab-separated: name, tenant, documents, expert (pinned, or auto), vectors, backfill."""
+    for c in _call("GET", "/collections", url, key):
+        print(_collection_line(c))
+
+
+@collections_app.command("show")
+def collections_show(name: str, url: Url = None, key: AnyKey = None) -> None:
+    """One collection, as the list prints it."""
+    print(_collection_line(_call("GET", f"/collections/{name}", url, key)))
+
+
+@collections_app.command("create")
+def collections_create(
+    name: str,
+    expert: Annotated[str | None, typer.Option(help="Pin one expert (or base) instead of routing.")] = None,
+    url: Url = None,
+    key: AnyKey = None,
+) -> None:
+    """Create an empty collection (`rr ingest` creates one too, when it is missing)."""
+    body: dict[str, Any] = {"name": name} if expert is None else {"name": name, "expert": expert}
+    c = _call("POST", "/collections", url, key, body)
+    console.print(f"created {c['name']!r} ({c['expert'] or 'routed'})")
+
+
+@collections_app.command("delete")
+def collections_delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask (needed when stdin is not a terminal).")] = False,
+    url: Url = None,
+    key: AnyKey = None,
+) -> None:
+    """Delete a collection and every document in it."""
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(RRError(f"deleting {name!r} deletes its documents: pass --yes to confirm"))
+        if not typer.confirm(f"delete collection {name!r} and every document in it?"):
+            _fail(RRError("not deleted"))
+    _call("DELETE", f"/collections/{name}", url, key)
+    console.print(f"deleted {name!r}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, url: Url = None, key: AnyKey = None) -> None:
+    """A job's state on stdout (status, done of total), then each failed batch's ids and reason, one a line."""
+    j = _call("GET", f"/jobs/{job_id}", url, key)
+    print(f"{j['status']}\t{j['done']}/{j['total']}\t{j['collection']}")
+    for e in j["errors"]:
+        print(f"failed\t{','.join(map(str, e.get('ids', [])))}\t{e.get('reason', '')}")

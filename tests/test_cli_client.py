@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,49 @@ def test_tenants_and_keys_from_the_command_line(base_url: str) -> None:
     assert code == 2 and "400" in out
     code, out = _rr("tenants", "list", "--url", base_url, "--key", second)  # a tenant's key is not the admin's
     assert code == 2 and "403" in out
+
+
+def test_collections_and_jobs_from_the_command_line(base_url: str) -> None:
+    made = httpx.post(f"{base_url}/tenants", json={"name": "cli-colls"}, headers=bearer(ADMIN_KEY)).json()
+    api = ("--url", base_url, "--key", made["api_key"])  # a tenant's key: its own collections only
+    res = runner.invoke(app, ["collections", "create", "notes", *api])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["collections", "create", "pinned", "--expert", "base", *api])
+    assert res.exit_code == 0, res.output
+    code, out = _rr("collections", "create", "notes", *api)
+    assert code == 2 and "409" in out
+
+    r = httpx.post(
+        f"{base_url}/collections/notes/documents",
+        json={"documents": [{"id": i, "title": t, "text": x} for i, t, x in DOCS["bio"]]},
+        headers=bearer(made["api_key"]),
+    )
+    job = r.json()["job_id"]
+    for _ in range(120):
+        res = runner.invoke(app, ["jobs", "show", job, *api])
+        assert res.exit_code == 0, res.output
+        if res.stdout.startswith("done"):
+            break
+        time.sleep(0.5)
+    assert res.stdout.split("\t")[:3] == ["done", f"{len(DOCS['bio'])}/{len(DOCS['bio'])}", "notes\n"], res.stdout
+
+    res = runner.invoke(app, ["collections", "list", *api])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("\t")[0]: line.split("\t") for line in res.stdout.splitlines()}
+    assert set(rows) == {"notes", "pinned"}  # not the admin's, not another tenant's
+    assert rows["notes"][1:4] == ["cli-colls", str(len(DOCS["bio"])), "auto"] and rows["pinned"][3] == "base"
+    assert "base" in rows["notes"][4].split(",")
+    res = runner.invoke(app, ["collections", "show", "pinned", *api])
+    assert res.exit_code == 0 and res.stdout.split("\t")[:3] == ["pinned", "cli-colls", "0"]
+
+    code, out = _rr("collections", "delete", "notes", *api)  # stdin is not a terminal: --yes is needed
+    assert code == 2 and "--yes" in out
+    assert httpx.get(f"{base_url}/collections/notes", headers=bearer(made["api_key"])).status_code == 200
+    res = runner.invoke(app, ["collections", "delete", "notes", "--yes", *api])
+    assert res.exit_code == 0, res.output
+    assert httpx.get(f"{base_url}/collections/notes", headers=bearer(made["api_key"])).status_code == 404
+    for args in (["collections", "show", "notes"], ["jobs", "show", "nope"], ["collections", "delete", "x", "--yes"]):
+        code, out = _rr(*args, *api)
+        assert code == 2 and out.startswith("error:") and "404" in out, out
+    code, out = _rr("collections", "create", "Bad Name", *api)
+    assert code == 2 and "400" in out
