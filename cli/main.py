@@ -187,7 +187,7 @@ def experts_train(
 
     from ingest.beir import load_dataset
     from router.experts import check_name
-    from router.training.data import domain_data
+    from router.training.data import domain_data, left_out
     from router.training.trainer import train_expert
     from router.workbench import make_encoder, registry_for
 
@@ -209,6 +209,13 @@ def experts_train(
             doc_anchor=doc_anchor,
         )
         ds = load_dataset(data, ("train",))  # no train split: an error naming the splits the folder has
+        dropped = left_out(ds)
+        if dropped:
+            errors.print(
+                f"note: {len(dropped)} judged training queries are left out: none of their relevant documents is in "
+                f"the corpus (first: {dropped[0]!r})",
+                markup=False,
+            )
         enc = make_encoder(s)
         docs = {ds.name: _encode_corpus(enc, ds)}
         tmp = reg.root / f".{name}.tmp"

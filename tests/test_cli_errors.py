@@ -296,3 +296,18 @@ def test_removing_the_last_expert_with_pilots_is_refused_before_anything_changes
 @pytest.mark.parametrize("query", ["", "   "])
 def test_route_refuses_an_empty_query(env: Path, query: str) -> None:
     _refused(runner.invoke(app, ["route", query]), "query must not be empty")  # it was routed, as if a query
+
+
+def test_experts_train_refuses_judged_queries_missing_from_the_queries_file(
+    env: Path, beir_root: Path, tmp_path: Path
+) -> None:
+    d = tmp_path / "beir" / "bio"
+    shutil.copytree(beir_root / "bio", d)
+    with (d / "qrels" / "train.tsv").open("a") as f:
+        f.write("no-such-query\tb1\t1\n")  # it was dropped without a word
+    _refused(
+        runner.invoke(app, ["experts", "train", "--name", "bio", "--data", str(d)]),
+        "train.tsv",
+        "query-id",
+        "1 judged queries are absent from queries.jsonl",
+    )

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.errors import Conflict, IncompatibleExpert, InvalidInput, NotFound
-from ingest.beir import BeirDataset, load_dataset
+from ingest.beir import BeirDataset, Document, load_dataset
 from router.cache import EmbeddingCache
 from router.encoders import TextEncoder, native_bf16, resolve_bf16
 from router.experts import ExpertRegistry, Manifest
@@ -275,7 +275,6 @@ def test_the_document_anchor_holds_documents_near_the_base_model(tiny_model: Pat
 
 
 def _pseudo_query_collection() -> BeirDataset:
-    from ingest.beir import Document
 
     body = (
         "the wing stalls at a high angle of attack. the shock wave moves aft along the chord. "
@@ -590,3 +589,21 @@ def test_a_registry_folder_whose_manifest_does_not_load_is_skipped_and_removable
     assert reg.names() == ["good"] and reg.unreadable == {}
     with pytest.raises(NotFound):
         reg.remove("bad")
+
+
+def test_judged_queries_without_a_document_in_the_corpus_are_left_out_by_name() -> None:
+    from core.errors import DataFormatError
+    from router.training.data import left_out, supervised_examples
+
+    ds = BeirDataset(
+        name="aero",
+        path=Path("aero"),
+        corpus=[Document("d1", "wing", "flow over the wing"), Document("d2", "shock", "a shock wave")],
+        queries={"q1": "wing flow", "q2": "shock", "q3": "lost"},
+        qrels={"train": {"q1": {"d1": 1}, "q2": {"d2": 1, "gone": 1}, "q3": {"gone": 1, "d1": 0}}},
+    )
+    assert [(e.qid, e.positives) for e in supervised_examples(ds)] == [("q1", (0,)), ("q2", (1,))]
+    assert left_out(ds) == ["q3"]  # its only relevant document is not in the corpus; d1 is judged not relevant
+    ds.qrels["train"]["q4"] = {"d1": 1}  # judged, but not in queries.jsonl: an error, as in evaluation
+    with pytest.raises(DataFormatError, match=r"absent from queries\.jsonl"):
+        supervised_examples(ds)

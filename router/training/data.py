@@ -46,13 +46,28 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
 def supervised_examples(ds: BeirDataset, split: str = "train") -> list[Example]:
+    """One example per judged query with a relevant document in the corpus (``left_out`` names the others). A judged
+    query absent from queries.jsonl is a DataFormatError naming the qrels file, as in evaluation."""
+    return _supervised(ds, split)[0]
+
+
+def left_out(ds: BeirDataset, split: str = "train") -> list[str]:
+    """The judged queries of ``split`` that give no example: none of their relevant documents is in the corpus
+    (ArguAna's train split has 3, whose counter-arguments BEIR's corpus lacks)."""
+    return _supervised(ds, split)[1]
+
+
+def _supervised(ds: BeirDataset, split: str) -> tuple[list[Example], list[str]]:
+    queries = ds.split_queries(split)  # every judged query must be there
     index = {d.id: i for i, d in enumerate(ds.corpus)}
-    out = []
+    out, dropped = [], []
     for qid, judged in sorted(ds.qrels[split].items()):
         pos = tuple(sorted(index[d] for d, g in judged.items() if g > 0 and d in index))
-        if pos and qid in ds.queries:
-            out.append(Example(qid, ds.queries[qid], pos))
-    return out
+        if pos:
+            out.append(Example(qid, queries[qid], pos))
+        else:
+            dropped.append(qid)
+    return out, dropped
 
 
 def self_supervised_examples(ds: BeirDataset, limit: int, seed: int = 0) -> list[Example]:
