@@ -39,7 +39,25 @@ class Runtime:
     def meta(self) -> Any:
         from store.meta import MetaStore
 
-        return MetaStore(self.store, job_retention_s=self.settings.job_retention_days * 86400.0)
+        return MetaStore(self.store, job_retention_s=self.settings.job_retention_days * 86400.0, lock=self._meta_lock())
+
+    def _meta_lock(self) -> Any:
+        """The metadata's update lock, across the processes sharing this store where they have a lock in common."""
+        from store.locks import UpdateLock, file_lock, redis_lock
+
+        s = self.settings
+        if s.store_url == "embedded-shared":
+            return UpdateLock(file_lock(Path(s.data_dir) / "meta.lock"))
+        if s.store_url.startswith(("http://", "https://")):
+            if s.broker_url.startswith(("redis://", "rediss://")):
+                return UpdateLock(redis_lock(s.broker_url, s.store_url))
+            if not s.broker_url.startswith("memory://"):
+                log.warning(
+                    "metadata updates are locked within each process only: processes sharing the Qdrant server "
+                    "have no lock in common with broker %s (a Redis broker gives them one)",
+                    s.broker_url.split("://", 1)[0],
+                )
+        return UpdateLock()
 
     @cached_property
     def events(self) -> Any:

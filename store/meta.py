@@ -2,10 +2,11 @@
 
 Keeping it in the store means one implementation for both engines: the embedded default persists it beside the
 vectors, and in production every API and worker process sees the same records on the Qdrant server. Job progress is
-written as one record per batch (no read-modify-write), so concurrent workers never lose an update. The two updates
-that read a record first (a collection's backfill states, revoking a key) hold one lock per MetaStore, so the
-threads of a process (the API's requests and the embedded default's in-process worker) cannot undo each other's
-write or write back a collection deleted meanwhile; across processes the window is the two store calls.
+written as one record per batch (no read-modify-write), so concurrent workers never lose an update. The updates
+that read a record first (a collection's backfill states, creating or deleting a collection, revoking a key) hold
+an :class:`store.locks.UpdateLock`: the threads of a process (the API's requests and the embedded default's
+in-process worker) and, where the deployment has a lock they share (a file for ``embedded-shared``, Redis beside a
+Qdrant server), its other processes cannot undo each other's write or write back a collection deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +22,7 @@ from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound
 from store.base import PointIn, iter_points
+from store.locks import UpdateLock
 
 META = "_rr_meta"
 ADMIN = "admin"
@@ -79,11 +80,11 @@ PRUNE_EVERY_S = 3600.0  # how often job creation also forgets the finished jobs 
 
 
 class MetaStore:
-    def __init__(self, store: Any, job_retention_s: float | None = None) -> None:
+    def __init__(self, store: Any, job_retention_s: float | None = None, lock: UpdateLock | None = None) -> None:
         self.store = store
         self.job_retention_s = job_retention_s  # None: jobs are kept for ever
         self._pruned_at = 0.0
-        self._lock = threading.RLock()  # over read-modify-write updates (see the module's docstring)
+        self._lock = lock or UpdateLock()  # over read-modify-write updates (see the module's docstring)
         if not store.collection_exists(META):
             with contextlib.suppress(Conflict):  # another process created it first
                 store.create_collection(META, {_VEC: 1})
@@ -107,9 +108,10 @@ class MetaStore:
     # ---- tenants and keys --------------------------------------------------------------------------------
     def create_tenant(self, tenant: str) -> str:
         """Create a tenant and return its first API key (shown once; only its hash is kept)."""
-        if self._get(f"tenant:{tenant}") is not None:
-            raise Conflict(f"tenant {tenant!r} exists")
-        self._put(f"tenant:{tenant}", {"kind": "tenant", "tenant": tenant, "created_at": time.time()})
+        with self._lock:  # two creations of one name at once: one gets the Conflict
+            if self._get(f"tenant:{tenant}") is not None:
+                raise Conflict(f"tenant {tenant!r} exists")
+            self._put(f"tenant:{tenant}", {"kind": "tenant", "tenant": tenant, "created_at": time.time()})
         return self.create_key(tenant)
 
     def list_tenants(self) -> list[str]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -12,15 +16,17 @@ from typing import Any
 import pytest
 
 import store.meta as store_meta
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, StoreError
 from store.edge import EdgeStore
+from store.locks import UpdateLock, file_lock, redis_lock
 from store.meta import ADMIN, MetaStore, key_id
+from store.shared import SharedEdgeStore
 
 
 class SlowReads:
     """The edge store with a pause after every read, so that concurrent updates all read before any of them writes."""
 
-    def __init__(self, store: EdgeStore, delay_s: float = 0.02) -> None:
+    def __init__(self, store: Any, delay_s: float = 0.02) -> None:
         self._store, self._delay = store, delay_s
 
     def __getattr__(self, name: str) -> Any:
@@ -163,3 +169,80 @@ def test_finished_jobs_past_their_retention_are_forgotten(tmp_path: Path, monkey
         assert meta.prune_jobs(clock[0] + 1.0) == 1 and recent not in {j.job_id for j in meta.list_jobs()}
     finally:
         store.close()
+
+
+def _backfill_from_another_process(root: str, lock: str | None, expert: str, start: Any) -> None:
+    """One process of several sharing the embedded store (as `rr serve` and `rr worker` do with embedded-shared)."""
+    store = SharedEdgeStore(Path(root))
+    meta = MetaStore(SlowReads(store, 0.2), lock=UpdateLock(file_lock(Path(lock))) if lock else None)
+    start.wait()
+    meta.set_backfill("acme", "docs", expert, "done", vectors_from=f"fp-{expert}")
+
+
+def test_backfill_updates_from_several_processes_are_all_kept(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    meta = MetaStore(SharedEdgeStore(root))
+    meta.create_tenant("acme")
+    meta.add_collection("acme", "docs", None, {"base": "done"})
+    ctx = multiprocessing.get_context("spawn")
+    experts = ["e0", "e1", "e2"]
+    start = ctx.Barrier(len(experts))
+    procs = [
+        ctx.Process(target=_backfill_from_another_process, args=(str(root), str(tmp_path / "meta.lock"), e, start))
+        for e in experts
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * len(experts)
+    info = meta.get_collection("acme", "docs")
+    assert info.backfill == {"base": "done", **dict.fromkeys(experts, "done")}
+    assert info.vectors_from == {e: f"fp-{e}" for e in experts}
+
+
+REDIS = os.environ.get("RR_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def test_two_processes_on_a_qdrant_server_share_a_redis_lock(tmp_path: Path) -> None:
+    """Two MetaStores with their own thread locks, as two processes have, over one store: the Redis lock is all that
+    keeps their updates apart."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except redis.RedisError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis at {REDIS}: {e}")
+    store = EdgeStore(tmp_path / "store")
+    try:
+        scope = f"test-{uuid.uuid4().hex}"
+        metas = [MetaStore(SlowReads(store), lock=UpdateLock(redis_lock(REDIS, scope))) for _ in range(2)]
+        metas[0].create_tenant("acme")
+        metas[0].add_collection("acme", "docs", None, {})
+        experts = [f"e{i}" for i in range(6)]
+        calls: list[Callable[[], Any]] = [
+            partial(metas[i % 2].set_backfill, "acme", "docs", e, "done") for i, e in enumerate(experts)
+        ]
+        assert _together(calls) == [None] * len(experts)
+        assert metas[1].get_collection("acme", "docs").backfill == dict.fromkeys(experts, "done")
+
+        # A Redis that cannot be reached is a StoreError (503 in the API, retried by a worker), not a lost update.
+        down = MetaStore(store, lock=UpdateLock(redis_lock(f"redis://127.0.0.1:{_closed_port()}/0", scope)))
+        with pytest.raises(StoreError, match="metadata lock"):
+            down.set_backfill("acme", "docs", "e0", "failed")
+        assert metas[0].get_collection("acme", "docs").backfill["e0"] == "done"
+    finally:
+        store.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_one_of_two_concurrent_creations_of_a_tenant_is_refused(meta: MetaStore) -> None:
+    errors = _together([partial(meta.create_tenant, "acme") for _ in range(2)])
+    assert sorted(type(e).__name__ for e in errors) == ["Conflict", "NoneType"], errors
