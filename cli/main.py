@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.errors import InvalidInput, NotFound, RRError
+from core.errors import Conflict, InvalidInput, NotFound, RRError
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -232,7 +232,13 @@ def experts_train(
                 doc_matrices=docs,
                 **display,
             )
-        expert = reg.add(tmp, replace=True)
+        try:
+            expert = reg.add(tmp, replace=replace)  # another run may have registered the name meanwhile
+        except Conflict as e:
+            raise Conflict(
+                f"{e}: it was registered while this one trained; the expert trained here is kept in {tmp} (pass "
+                "--replace to train again over the other; the next run of this name clears that folder)"
+            ) from e
         shutil.rmtree(tmp, ignore_errors=True)
         _report_stop(res.manifest)
         console.print(f"registered {expert.name!r} at {expert.path}: {res.manifest.scores}")
@@ -560,7 +566,6 @@ def _ingest_folders_in_process(rt: object, folders: list[Path]) -> None:
     """Queue each BEIR collection folder into a collection of the admin's (the demo's data). A folder that cannot be
     read is reported and left out; the server keeps serving."""
     from api import service
-    from core.errors import Conflict
     from ingest.beir import iter_corpus
     from ingest.pipeline import batched, partition_valid
     from store.meta import ADMIN

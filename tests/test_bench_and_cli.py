@@ -363,6 +363,38 @@ def test_ctrl_c_during_cli_training_registers_the_best_checkpoint_so_far(
         get_settings.cache_clear()
 
 
+def test_an_expert_registered_while_cli_training_runs_is_not_replaced(
+    tiny_model: Path, beir_root: Path, tiny_experts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rr experts train` checks the name at its start; one registered by another run while it trained is kept (it
+    was replaced without a word), and the expert trained here is left where the message says."""
+    from typing import Any
+
+    import cli.main as cli_main
+    import router.training.trainer as trainer
+
+    real_train = trainer.train_expert
+    registry = tmp_path / "experts" / "query"
+
+    def train_while_another_registers(*args: Any, **kwargs: Any) -> Any:
+        out = real_train(*args, **kwargs)
+        shutil.copytree(tiny_experts["bio"], registry / "bio")  # another run finished first
+        return out
+
+    monkeypatch.setattr(trainer, "train_expert", train_while_another_registers)
+    use_bench_settings(monkeypatch, tiny_model, tmp_path / "experts", tmp_path / "cache")
+    try:
+        args = ["experts", "train", "--data", str(beir_root / "bio"), "--name", "bio", "--max-epochs", "1"]
+        res = CliRunner().invoke(cli_main.app, [*args, "--budget", "60"])
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "registered while this one trained" in said, res.output
+        weights = "adapter_model.safetensors"
+        assert (registry / "bio" / weights).read_bytes() == (tiny_experts["bio"] / weights).read_bytes()  # kept
+        assert (registry / ".bio.tmp" / "manifest.json").is_file()  # the one trained here, where the message says
+    finally:
+        get_settings.cache_clear()
+
+
 def test_an_expert_whose_held_out_slice_is_lost_leaves_only_its_rows(bench: tuple[dict, Path], beir_root: Path) -> None:  # type: ignore[type-arg]
     import copy
 
