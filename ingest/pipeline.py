@@ -5,6 +5,7 @@ These are the plain functions the Celery tasks call; they are tested directly.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from core.errors import InvalidInput
 from core.text import UNICODE_HINT, is_unicode
 from ingest.beir import Document
+
+log = logging.getLogger(__name__)
 
 MAX_ID_CHARS = 512
 MAX_TEXT_CHARS = 200_000
@@ -170,13 +173,32 @@ def _encode(
     return vectors, timings
 
 
+RECHECKS = 5  # how many times a backfill batch is read again for documents re-sent while it was encoded
+
+
 def backfill_vector(retriever: Any, store: Any, physical: str, expert: str, batch_size: int = 64) -> int:
-    """Encode every stored document of a collection into a newly added named vector; returns how many."""
+    """Encode every stored document of a collection into a newly added named vector; returns how many.
+
+    A document re-sent while its batch was encoded gets its new text and every vector from the ingestion, and then
+    this batch's vector from the old text: so each batch is read again once written, and a document whose title or
+    text changed meanwhile is encoded again from what is stored now (whatever came last is right: an ingestion
+    writing after the check encodes its own text)."""
     from store.base import iter_points
+
+    def as_doc(p: Any) -> Document:
+        return Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", ""))
 
     n = 0
     for points in batched(iter_points(store, physical, batch_size), batch_size):
-        docs = [Document(p.doc_id, p.payload.get("title", ""), p.payload.get("text", "")) for p in points]
-        update_documents(retriever, store, physical, docs, [expert])
+        docs = [as_doc(p) for p in points]
+        for _ in range(RECHECKS):
+            update_documents(retriever, store, physical, docs, [expert])
+            encoded = {d.id: (d.title, d.text) for d in docs}
+            now = [as_doc(p) for p in store.retrieve(physical, list(encoded))]  # one deleted meanwhile: gone
+            docs = [d for d in now if (d.title, d.text) != encoded[d.id]]
+            if not docs:
+                break
+        else:
+            log.warning("%d documents of %s kept changing during the backfill of %r", len(docs), physical, expert)
         n += len(points)
     return n

@@ -133,6 +133,44 @@ def test_an_ingest_batch_that_raced_a_registration_gets_the_new_vector(
         rt.close()
 
 
+class ResendDuringBackfill(EdgeStore):
+    """A document re-sent (new text, every vector) while the backfill's batch holding it is being written."""
+
+    resend: dict[str, Any] | None = None
+    rt: Runtime | None = None
+
+    def update_vectors(self, name: str, vectors: Any) -> None:
+        if self.resend is not None and self.rt is not None and self.resend["id"] in vectors:
+            doc, self.resend = self.resend, None
+            ingest(self.rt, "acme", "docs", [doc])  # encoded from the new text with every encoder, 'aero' too
+        super().update_vectors(name, vectors)
+
+
+def test_a_document_re_sent_during_a_backfill_keeps_the_vector_of_its_new_text(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    store = ResendDuringBackfill(tmp_path / "data" / "qdrant-edge")
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, store=store)
+    try:
+        service.create_tenant(rt, "acme")
+        info = service.create_collection(rt, "acme", "docs")
+        ingest(rt, "acme", "docs", DOCS)
+        service.register_expert(rt, str(tiny_experts["aero"]))
+        new = {"id": "a1", "title": "protein gene", "text": "the gene of the cell binds a protein"}
+        store.resend, store.rt = new, rt
+        assert run_backfill(rt, "acme", "docs", "aero") == 3
+        assert store.resend is None  # the re-send did happen mid-backfill
+        (point,) = rt.store.retrieve(info.physical, ["a1"], with_vectors=True)
+        assert point.payload["text"] == new["text"]
+        want = rt.retriever.encode_documents([f"{new['title']} {new['text']}"], ["aero"])["aero"][0]
+        got = np.asarray(point.vectors["aero"])
+        assert float(got @ want / np.linalg.norm(want)) > 0.999  # from the new text, not the old one
+    finally:
+        rt.close()
+
+
 # ---- 2. a backfill that keeps failing on the store ends "failed" ----------------------------------------------
 class FailingBackfill(EdgeStore):
     down = True
