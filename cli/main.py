@@ -335,8 +335,11 @@ def experts_remove(name: str, sides: Mode = "query") -> None:
         scores_path = reg.root / "pilot_scores.npz"
         served = reg.root / "pilots.json"
         ps = library = None
-        if scores_path.is_file():  # the new pilots are built (and refused, if they cannot be) before anything goes
-            ps = PilotScores.load(scores_path)
+        scored = PilotScores.load(scores_path) if scores_path.is_file() else None
+        if scored is not None and name in scored.experts:
+            # the new pilots are built (and refused, if they cannot be) before anything goes; an expert without
+            # pilot scores is in no pilot, so the pilots stay as they are
+            ps = scored
             ps.remove_expert(name)
             keep = [e for e in left if e in ps.experts]
             if not keep:
@@ -346,7 +349,8 @@ def experts_remove(name: str, sides: Mode = "query") -> None:
         if ps is not None and library is not None:
             ps.save(scores_path)
             library.save(served)
-        console.print(f"removed {name!r}; pilots rebuilt from the remaining experts")
+        rebuilt = "pilots rebuilt from the remaining experts" if ps is not None else "it had no pilots: unchanged"
+        console.print(f"removed {name!r}; {rebuilt}")
     except RRError as e:
         _fail(e)
 

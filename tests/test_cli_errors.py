@@ -311,3 +311,24 @@ def test_experts_train_refuses_judged_queries_missing_from_the_queries_file(
         "query-id",
         "1 judged queries are absent from queries.jsonl",
     )
+
+
+def test_removing_an_expert_without_pilot_scores_leaves_the_pilots_as_they_are(tmp_path: Path) -> None:
+    import json
+    import os
+
+    root = tmp_path / "experts"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "experts" / "query", root / "query")
+    reg = root / "query"
+    shutil.copytree(reg / "scifact", reg / "unscored")  # registered by hand: not scored (no Algorithm 1 yet)
+    manifest = json.loads((reg / "unscored" / "manifest.json").read_text())
+    (reg / "unscored" / "manifest.json").write_text(json.dumps({**manifest, "name": "unscored"}))
+    before = {p.name: p.read_bytes() for p in reg.iterdir() if p.is_file()}
+    get_settings.cache_clear()  # the settings of an earlier test
+    try:
+        res = runner.invoke(app, ["experts", "remove", "unscored"], env={**os.environ, "RR_EXPERTS_DIR": str(root)})
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0 and "unchanged" in res.output, res.output
+    assert not (reg / "unscored").exists()
+    assert {p.name: p.read_bytes() for p in reg.iterdir() if p.is_file()} == before  # pilots.json not rewritten
