@@ -105,11 +105,19 @@ class CollectionOut(BaseModel):
 class DocumentIn(BaseModel):
     """One document of ``DocumentsIn`` (documentation only: the service checks each and names the one at fault)."""
 
+    model_config = ConfigDict(
+        extra="forbid",  # a key it does not know (a misspelt "titel") is a 400, not dropped
+        # words in the text, or else in the title (a title-only document: Cranfield has some)
+        json_schema_extra={
+            "anyOf": [{"properties": {"text": NON_EMPTY}}, {"required": ["title"], "properties": {"title": NON_EMPTY}}]
+        },
+    )
+
     id: str | int = Field(json_schema_extra={"anyOf": [{**NON_EMPTY, "maxLength": MAX_ID_CHARS}, {"type": "integer"}]})
     title: str | None = Field("", description="null is no title.")
     text: str = Field(
-        description=f"Title and text together at most {MAX_TEXT_CHARS} characters.",
-        json_schema_extra={**NON_EMPTY, "maxLength": MAX_TEXT_CHARS},
+        description=f"May be blank when the title is not. Title and text together at most {MAX_TEXT_CHARS} characters.",
+        json_schema_extra={"type": "string", "maxLength": MAX_TEXT_CHARS},
     )
     metadata: dict[str, Any] | None = Field(None, description="Plain JSON; its keys can be filtered on. null is none.")
 

@@ -149,6 +149,8 @@ def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
             raise InvalidInput(
                 f"filter value for {k!r} must be a string, integer, boolean or a list of them", field="filter"
             )
+        if not all(is_unicode(x) for x in values if isinstance(x, str)):
+            raise InvalidInput(f"filter value for {k!r} {UNICODE_HINT}", field="filter")
         out[f"metadata.{k}"] = v
     return out
 

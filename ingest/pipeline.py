@@ -16,6 +16,7 @@ from ingest.beir import Document
 
 log = logging.getLogger(__name__)
 
+DOCUMENT_KEYS = ("id", "title", "text", "metadata")
 MAX_ID_CHARS = 512
 MAX_TEXT_CHARS = 200_000
 
@@ -39,6 +40,12 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
         where = f"documents[{i}]"
         if not isinstance(d, Mapping):
             raise InvalidInput(f"{where} must be an object", field=where)
+        unknown = sorted(str(k) for k in d if k not in DOCUMENT_KEYS)
+        if unknown:  # a misspelt key would be dropped, and its value lost without a word
+            raise InvalidInput(
+                f"{where} has a key a document does not have: {unknown[0]!r} (it has {', '.join(DOCUMENT_KEYS)})",
+                field=f"{where}.{unknown[0]}",
+            )
         doc_id = d.get("id")
         if isinstance(doc_id, int) and not isinstance(doc_id, bool):
             doc_id = str(doc_id)
@@ -54,7 +61,9 @@ def validate_documents(raw: Sequence[Mapping[str, Any]], max_batch: int) -> list
         if not isinstance(title, str):
             raise InvalidInput(f"{where}.title must be a string", field=f"{where}.title")
         if not isinstance(text, str) or not (text.strip() or title.strip()):
-            raise InvalidInput(f"{where}.text is required (a non-empty string)", field=f"{where}.text")
+            raise InvalidInput(
+                f"{where}.text is required: a string, not blank unless the title is not", field=f"{where}.text"
+            )
         if len(text) + len(title) > MAX_TEXT_CHARS:
             raise InvalidInput(f"{where}.text is longer than {MAX_TEXT_CHARS} characters", field=f"{where}.text")
         for name, value in (("id", doc_id), ("title", title), ("text", text)):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.text import is_unicode
 from store.base import PointIn, iter_points
 from store.locks import UpdateLock
 
@@ -96,6 +97,8 @@ class MetaStore:
         self.store.upsert(META, [PointIn(key, {_VEC: [1.0]}, payload)])
 
     def _get(self, key: str) -> dict[str, Any] | None:
+        if not is_unicode(key):  # a name holding a lone surrogate names no record (the store cannot encode it)
+            return None
         found = self.store.retrieve(META, [key])
         return found[0].payload if found else None
 

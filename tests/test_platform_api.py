@@ -168,6 +168,21 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
             400,
             "documents[0].metadata.n.m[0]",
         ),
+        ("/collections/docs/search", {"query": "x", "filter": {"k": "\ud800"}}, 400, "filter"),  # was a 500
+        ("/collections/docs/search", {"query": "x", "filter": {"k": ["a", "\udfff"]}}, 400, "filter"),
+        ("/route", {"query": "x", "collection": "\ud800"}, 404, None),  # was a 503 naming the metadata
+        (
+            "/collections/docs/documents",
+            {"documents": [{"id": "x", "titel": "t", "text": "t"}]},
+            400,
+            "documents[0].titel",
+        ),
+        (
+            "/collections/docs/documents",
+            {"documents": [{"id": "x", "title": " ", "text": " "}]},
+            400,
+            "documents[0].text",
+        ),
         ("/collections", {"name": "pinned", "expert": "nobody"}, 404, None),
         ("/collections/docs/search", {"query": "x", "limit": 3}, 422, "limit"),  # the field is top_k
         ("/collections", {"name": "other", "pin": "base"}, 422, "pin"),

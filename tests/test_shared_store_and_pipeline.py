@@ -50,6 +50,14 @@ def test_validate_documents_rejects_the_whole_batch() -> None:
         validate_documents([{"id": "a", "text": "x", "metadata": [1]}], 10)
 
 
+def test_a_document_is_its_four_keys_and_words_in_its_text_or_title() -> None:
+    (doc,) = validate_documents([{"id": "a", "title": "Shock waves on swept wings", "text": ""}], 10)
+    assert (doc.title, doc.text, doc.full_text) == ("Shock waves on swept wings", "", "Shock waves on swept wings")
+    with pytest.raises(InvalidInput) as err:
+        validate_documents([{"id": "a", "text": "x"}, {"id": "b", "text": "y", "meta": {"k": 1}}], 10)
+    assert err.value.field == "documents[1].meta" and "'meta'" in str(err.value)  # it was dropped without a word
+
+
 @pytest.mark.parametrize(
     ("metadata", "field"),
     [
