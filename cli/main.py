@@ -50,11 +50,20 @@ class _Commands(TyperGroup):
         except ValidationError as e:
             if e.title != "Settings":
                 raise
-            bad = "; ".join(
-                f"RR_{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
-                for err in e.errors()
-            )
-            _fail(RRError(f"bad settings: {bad}"))
+            _fail(RRError(f"bad settings: {settings_problems(e)}"))
+
+
+def settings_problems(e: Any) -> str:
+    """Pydantic's errors for the settings, one per variable: a field of a union type (RR_BF16: a boolean or 'auto')
+    gets one error per branch, whose location names the branch, not a variable."""
+    by_var: dict[str, tuple[Any, list[str]]] = {}
+    for err in e.errors():
+        var = f"RR_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
+        _, msgs = by_var.setdefault(var, (err.get("input"), []))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if msg not in msgs:
+            msgs.append(msg)
+    return "; ".join(f"{var}={value!r}: {' or '.join(msgs)}" for var, (value, msgs) in by_var.items())
 
 
 app = typer.Typer(
@@ -145,9 +154,14 @@ def _report_stop(manifest: Manifest) -> None:
 @experts_app.command("train")
 def experts_train(
     data: Annotated[Path, typer.Option(help="A BEIR collection folder with qrels/train.tsv.")],
-    name: Annotated[str, typer.Option(help="Expert name (also its domain unless --domain).")],
+    name: Annotated[str, typer.Option(help="Expert name.")],
     sides: Mode = "query",
-    domain: Annotated[str | None, typer.Option()] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option(
+            help="The domain it is for, as the pilot library names domains (default: the --data folder's name)."
+        ),
+    ] = None,
     budget: Annotated[float, typer.Option(help="Time budget in seconds.")] = 420.0,
     max_epochs: Annotated[int, typer.Option()] = 15,
     lr: Annotated[float, typer.Option()] = 5e-4,

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         "GET /jobs/{id} is a 404 from then on. Jobs still queued or running are kept.",
     )
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme.split("+")[0] in TRANSPORT_ALIASES:
+            return v
+        raise ValueError(
+            f"RR_BROKER_URL must be a Celery broker URL: memory:// (the in-process worker), redis://HOST:6379/0, "
+            f"rediss://, amqp://..., got {v!r}"
+        )
+
     @field_validator("store_url")
     @classmethod
     def _store_url(cls, v: str) -> str:

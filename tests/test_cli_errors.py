@@ -229,6 +229,10 @@ def test_worker_reports_a_busy_metrics_port(env: Path, monkeypatch: pytest.Monke
         ("RR_SHARD_NUMBER", "2", ["RR_SHARD_NUMBER applies to a Qdrant server", "not to 'embedded'"]),
         ("RR_SHARD_NUMBER", "0", ["bad settings", "RR_SHARD_NUMBER='0'", "greater than or equal to 1"]),
         ("RR_STORE_URL", "qdrant://x", ["bad settings", "RR_STORE_URL='qdrant://x'", "http(s)://"]),
+        # the server started, and every ingestion was a 500 (kombu's KeyError) with its job queued for ever
+        ("RR_BROKER_URL", "foo://x", ["bad settings", "RR_BROKER_URL='foo://x'", "Celery broker URL"]),
+        # one line per variable, named as it is set: not RR_BF16_BOOL and RR_BF16_LITERAL['AUTO']
+        ("RR_BF16", "maybe", ["RR_BF16='maybe': Input should be a valid boolean", "or Input should be 'auto'"]),
     ],
 )
 def test_serve_refuses_bad_store_settings_in_one_line(

@@ -18,6 +18,8 @@ from core.settings import Settings
         ("RR_BF16", "sometimes"),
         ("RR_SHARD_NUMBER", "0"),
         ("RR_REPLICATION_FACTOR", "two"),
+        ("RR_BROKER_URL", "foo://x"),
+        ("RR_BROKER_URL", "localhost:6379"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, bad: str) -> None:
