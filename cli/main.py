@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 
 class _Commands(TyperGroup):
-    """Every command's refusal is one ``error:`` line and exit status 2, not a traceback: the platform's own errors
-    wherever a command did not catch them (a store URL, a cluster option), and settings that do not parse."""
+    """Every command's refusal is one ``error:`` line and exit status 2, not a traceback or a boxed usage text: the
+    platform's own errors wherever a command did not catch them (a store URL, a cluster option), settings that do not
+    parse, and a subcommand's missing or unknown option or argument."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """An argument that is not UTF-8 (Python keeps the undecodable bytes as lone surrogates) is refused here, in
@@ -40,13 +41,23 @@ class _Commands(TyperGroup):
                 _fail(RRError(f"argument {shown!r} is not UTF-8 text; check the terminal's encoding"))
         return super().parse_args(ctx, args)  # type: ignore[no-any-return]
 
-    def invoke(self, ctx: Any) -> Any:  # click's Context, which typer vendors
+    def invoke(self, ctx: Any) -> Any:  # click's Context (typer's own copy of click)
         from pydantic import ValidationError
+
+        try:  # typer 0.2x carries its own copy of click, whose exceptions are its own
+            from typer._click.exceptions import NoArgsIsHelpError, UsageError
+        except ImportError:  # typer on the click package
+            from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
         try:
             return super().invoke(ctx)
         except RRError as e:
             _fail(e)
+        except NoArgsIsHelpError:  # `rr experts` alone: its help, as click shows it
+            raise
+        except UsageError as e:  # a subcommand's missing or unknown option: one line, as every refusal
+            where = e.ctx.command_path if e.ctx is not None else "rr"
+            _fail(RRError(f"{e.format_message()} (see `{where} --help`)"))
         except ValidationError as e:
             if e.title != "Settings":
                 raise

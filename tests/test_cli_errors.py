@@ -336,3 +336,24 @@ def test_removing_an_expert_without_pilot_scores_leaves_the_pilots_as_they_are(t
     assert res.exit_code == 0 and "unchanged" in res.output, res.output
     assert not (reg / "unscored").exists()
     assert {p.name: p.read_bytes() for p in reg.iterdir() if p.is_file()} == before  # pilots.json not rewritten
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["search", "x"], ["Missing option '--collection'", "see `rr search --help`"]),
+        (["experts", "train", "--nope"], ["No such option: --nope", "see `rr experts train --help`"]),
+        (["nope"], ["No such command 'nope'", "see `rr --help`"]),
+    ],
+)
+def test_a_usage_error_is_one_line_like_every_refusal(env: Path, args: list[str], needles: list[str]) -> None:
+    res = runner.invoke(app, args, prog_name="rr")
+    assert res.exit_code == 2 and res.stdout == "", res.output
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error:"), res.stderr  # not a boxed usage text
+    for n in needles:
+        assert n in res.stderr, res.stderr
+
+
+def test_a_group_alone_still_shows_its_help(env: Path) -> None:
+    res = runner.invoke(app, ["experts"])
+    assert "train" in res.output and "remove" in res.output and "error:" not in res.output
