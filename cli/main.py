@@ -213,7 +213,7 @@ def experts_train(
     from ingest.beir import load_dataset
     from router.experts import check_name
     from router.training.data import domain_data, left_out
-    from router.training.trainer import train_expert
+    from router.training.trainer import check_trainable, train_expert
     from router.workbench import make_encoder, registry_for
 
     try:
@@ -241,6 +241,10 @@ def experts_train(
                 f"the corpus (first: {dropped[0]!r})",
                 markup=False,
             )
+        training_data = domain_data(ds)
+        check_trainable(
+            [training_data], cfg
+        )  # nothing to train on or to hold out: refused before the corpus is encoded
         enc = make_encoder(s)
         docs = {ds.name: _encode_corpus(enc, ds)}
         tmp = reg.root / f".{name}.tmp"
@@ -249,7 +253,7 @@ def experts_train(
             res = train_expert(
                 s.base_model,
                 enc.base_fingerprint,
-                [domain_data(ds)],
+                [training_data],
                 tmp,
                 name=name,
                 domain=domain or ds.name,

@@ -357,3 +357,20 @@ def test_a_usage_error_is_one_line_like_every_refusal(env: Path, args: list[str]
 def test_a_group_alone_still_shows_its_help(env: Path) -> None:
     res = runner.invoke(app, ["experts"])
     assert "train" in res.output and "remove" in res.output and "error:" not in res.output
+
+
+def test_experts_train_refuses_too_few_queries_before_encoding_the_corpus(
+    env: Path, beir_root: Path, tmp_path: Path
+) -> None:
+    d = tmp_path / "beir" / "bio"
+    shutil.copytree(beir_root / "bio", d)
+    lines = (d / "qrels" / "train.tsv").read_text().splitlines()
+    qids = list(dict.fromkeys(line.split("\t")[0] for line in lines[1:]))[:2]
+    kept = [line for line in lines[1:] if line.split("\t")[0] in qids]
+    (d / "qrels" / "train.tsv").write_text("\n".join([lines[0], *kept]) + "\n")
+    # no encoder can be made here (env): the refusal must come before the corpus is encoded and cached
+    _refused(
+        runner.invoke(app, ["experts", "train", "--name", "bio", "--data", str(d)]),
+        "too few training queries to hold any out",
+    )
+    assert not (env / "cache").exists()

@@ -163,6 +163,28 @@ def _split(
     return fit, val, judge
 
 
+def check_trainable(
+    domains: Sequence[DomainData], cfg: TrainConfig
+) -> dict[str, tuple[list[Example], list[Example], list[Example]]]:
+    """Each domain's (fit, early-stopping, judging) split, as training draws it; refuses data with nothing to train
+    on or nothing to hold out. Cheap (no model): the CLI calls it before it encodes a corpus."""
+    splits = {d.name: _split(list(d.examples), cfg, random.Random(cfg.seed)) for d in domains}
+    empty = [d.name for d in domains if not splits[d.name][0]]
+    if empty:  # nothing to learn from: an expert "trained" on it would be the base model, scored NaN
+        raise InvalidInput(
+            f"no training examples in {', '.join(empty)}: its train qrels judge no document of its corpus (or no "
+            "query has a text), and it gives no self-supervised pairs",
+            field="data",
+        )
+    if not any(splits[d.name][1] for d in domains):
+        raise InvalidInput(
+            "too few training queries to hold any out for early stopping (4 real queries are needed, or a corpus "
+            "whose titled documents give self-supervised pairs)",
+            field="data",
+        )
+    return splits
+
+
 def held_out_queries(manifest: Manifest, data: DomainData) -> list[str]:
     """The real queries of ``data`` that the expert of ``manifest`` did not train on: its early-stopping slice and
     its judging slice.
@@ -354,23 +376,9 @@ def train_expert(
     # Each domain holds out what its own single-domain expert holds out (a generator of its own, seeded alike), so
     # the multi-task baseline and the experts leave the same queries unseen and can be judged on them together.
     # ``rng`` still makes the same draws as before, so the rest of training is as it was.
-    splits = {}
+    splits = check_trainable(domains, cfg)
     for d in domains:
-        splits[d.name] = _split(list(d.examples), cfg, random.Random(cfg.seed))
         _split(list(d.examples), cfg, rng)
-    empty = [d.name for d in domains if not splits[d.name][0]]
-    if empty:  # nothing to learn from: an expert "trained" on it would be the base model, scored NaN
-        raise InvalidInput(
-            f"no training examples in {', '.join(empty)}: its train qrels judge no document of its corpus (or no "
-            "query has a text), and it gives no self-supervised pairs",
-            field="data",
-        )
-    if not any(splits[d.name][1] for d in domains):
-        raise InvalidInput(
-            "too few training queries to hold any out for early stopping (4 real queries are needed, or a corpus "
-            "whose titled documents give self-supervised pairs)",
-            field="data",
-        )
     n_fit_rows = sum(len(splits[d.name][0]) for d in domains)
 
     def rows_per_epoch(fit: list[Example]) -> int:
