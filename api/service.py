@@ -372,6 +372,8 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
         raise InvalidInput(f"path {path!r} is not a directory on the server", field="path")
     if data is not None and not Path(data).is_dir():
         raise InvalidInput(f"data {data!r} is not a directory on the server", field="data")
+    if data is not None:
+        _check_scoring_data(rt, src, Path(data))
     expert = rt.retriever.register(src)
     if data is not None:
         rt.queue.submit("score_expert", expert=expert.name, data=data)
@@ -383,6 +385,38 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
             rt.meta.set_backfill(info.tenant, info.name, expert.name, "pending")
             rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=expert.name)
     return {"name": expert.name, "sides": expert.manifest.sides, "domain": expert.manifest.domain}
+
+
+def _check_scoring_data(rt: Any, src: Path, data: Path) -> None:
+    """Refuse (400, ``data``) a folder the queue could not score the expert on: Algorithm 1 scores it on the training
+    queries of every domain the pilot library knows, and of its own domain when that is new. Checked before anything
+    is registered (the task failed in the queue, and the expert stayed without pilots)."""
+    from ingest.beir import available_splits, discover
+    from router.experts import Manifest
+    from router.pilots import PilotScores
+    from router.serving import SCORES_FILE
+
+    own = Manifest.load(src).domain
+    scores = rt.retriever.registry.root / SCORES_FILE
+    known = set(PilotScores.load(scores).domains) if scores.is_file() else set()
+    try:
+        folders = discover(data)
+    except NotFound as e:  # a folder, but of no collection: the request's fault, not an unknown resource
+        raise InvalidInput(str(e), field="data") from e
+    with_train = {f.name for f in folders if "train" in available_splits(f)}
+    missing = sorted(known - with_train)
+    if missing:
+        raise InvalidInput(
+            f"data {str(data)!r} has no train split of {', '.join(map(repr, missing))}: the expert is scored on every "
+            f"known domain's training queries (have: {', '.join(sorted(with_train)) or 'none'})",
+            field="data",
+        )
+    if own not in known and own not in with_train:
+        raise InvalidInput(
+            f"data {str(data)!r} has no train split of the expert's own domain {own!r}, which the pilot library does "
+            "not know yet: its queries and corpus join the library",
+            field="data",
+        )
 
 
 def add_vector(rt: Any, physical: str, expert: str) -> None:

@@ -704,3 +704,23 @@ def test_the_dashboard_cookie_holds_a_session_not_the_key(platform: tuple[TestCl
     )
     assert r.status_code == 303
     assert client.post("/dashboard/login", content="key=nope", headers=form).status_code == 401
+
+
+def test_an_expert_whose_data_lacks_a_known_domain_is_refused_before_it_is_registered(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    client, rt = platform
+    partial = tmp_path / "partial"
+    shutil.copytree(beir_root / "aero", partial / "aero")  # the known 'bio' domain is missing
+    no_train = tmp_path / "no-train"
+    shutil.copytree(beir_root, no_train)
+    (no_train / "bio" / "qrels" / "train.tsv").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data, needle in ((partial, "'bio'"), (no_train, "'bio'"), (empty, "holds no BEIR collection")):
+        r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(data)}, headers=admin(rt))
+        assert r.status_code == 400 and r.json()["field"] == "data" and needle in r.json()["detail"], r.text
+        # it was a 201, and the scoring task failed in the queue: the expert registered, never routed to
+        assert [e["name"] for e in client.get("/experts", headers=admin(rt)).json()] == ["bio"]
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt))
+    assert r.status_code == 201, r.text
