@@ -197,10 +197,18 @@ def routable_experts(rt: Any, info: CollectionInfo) -> list[str]:
             (out if info.vectors_from.get(e, fp) == fp else stale).append(e)
         elif info.backfill.get(e) == "failed":  # its retries ran out (the store was down): queued again
             stale.append(e)
+        elif e not in info.backfill:
+            # never encoded here: the collection predates the expert's registration in this registry (the platform
+            # switched to RR_EXPERT_MODE=query+document, or the expert's files were copied in)
+            stale.append(e)
     for e in stale:
         log.info(
-            "backfilling expert %r on collection %s/%s (replaced since, or failed before)", e, info.tenant, info.name
+            "backfilling expert %r on collection %s/%s (new here, replaced since, or failed before)",
+            e,
+            info.tenant,
+            info.name,
         )
+        add_vector(rt, info.physical, e)  # a collection that never had the expert has no named vector for it
         rt.meta.set_backfill(info.tenant, info.name, e, "pending")
         info.backfill[e] = "pending"
         rt.queue.submit("backfill", tenant=info.tenant, collection=info.name, expert=e)

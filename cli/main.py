@@ -655,7 +655,16 @@ def worker(
 
     pool = "solo" if concurrency == 1 else "prefork"
     celery_app.worker_main(
-        ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--concurrency={concurrency}", "-Q", "rr"]
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            "-Q",
+            "rr",
+            "-n",
+            f"rr-{os.getpid()}@%h",  # one name per worker, also for several on one machine (Flower, ping)
+        ]
     )
 
 

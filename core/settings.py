@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     events_flush_seconds: float = Field(
         2.0, gt=0, le=60, description="How often a process writes its buffered events to the store."
     )
+    task_visibility_timeout_s: int = Field(
+        900,
+        ge=60,
+        description="Redis broker: a task taken by a worker that died (kill -9, a lost machine) goes to another "
+        "worker after this many seconds. Longer than the longest backfill, or a running one is started twice.",
+    )
     job_retention_days: float = Field(
         7.0,
         gt=0,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from core.errors import InvalidInput
@@ -145,8 +145,10 @@ def index_documents(
     tenant: str,
     docs: Sequence[Document],
     encoders: Sequence[str] | None = None,
+    before_write: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Encode a batch with every document encoder and upsert the named vectors; returns seconds per encoder.
+    ``before_write`` runs between the encoding (long) and the upsert, to check that the batch still belongs there.
 
     Point ids derive from (collection, document id), so sending a document again overwrites it: idempotent.
     """
@@ -155,6 +157,8 @@ def index_documents(
     names = list(encoders) if encoders is not None else retriever.document_encoders
     vectors, timings = _encode(retriever, docs, names)
     points = [PointIn(d.id, {n: vectors[n][i] for n in names}, document_payload(d, tenant)) for i, d in enumerate(docs)]
+    if before_write is not None:
+        before_write()
     store.upsert(physical, points)
     return timings
 

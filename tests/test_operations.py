@@ -277,6 +277,50 @@ def test_a_batch_queued_for_a_deleted_collection_does_not_land_in_its_successor(
     assert run_ingest_batch(rt, **older) == len(DOCS)
 
 
+def test_a_collection_deleted_and_made_again_while_a_batch_is_encoded_does_not_get_it(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.create_tenant(rt, "acme")
+    service.create_collection(rt, "acme", "docs")
+    service.submit_documents(rt, "acme", "docs", DOCS)
+    ((_, kwargs),) = rt.queue.sent
+    real_encode = rt.retriever.encode_documents
+    remade: list[Any] = []
+
+    def encode_while_the_collection_is_remade(*args: Any, **kw: Any) -> Any:
+        if not remade:  # the batch passed its first check and is being encoded
+            service.delete_collection(rt, "acme", "docs")
+            remade.append(service.create_collection(rt, "acme", "docs"))
+        return real_encode(*args, **kw)
+
+    monkeypatch.setattr(rt.retriever, "encode_documents", encode_while_the_collection_is_remade)
+    with pytest.raises(NotFound, match="deleted since this job was queued"):
+        run_ingest_batch(rt, **kwargs)
+    assert remade and rt.store.count(remade[0].physical) == 0  # the new collection got none of its documents
+
+
+def test_a_document_expert_a_collection_never_had_is_backfilled_at_its_first_search(
+    rt: Runtime, tiny_experts: dict[str, Path]
+) -> None:
+    """A collection made before a query+document expert was in the registry (the platform switched to
+    RR_EXPERT_MODE=query+document, or the files were copied in) records no state for it: it was refused with 409
+    "still being backfilled" for ever, and nothing was queued."""
+    service.create_tenant(rt, "acme")
+    info = service.create_collection(rt, "acme", "docs")
+    ingest(rt, "acme", "docs", DOCS)
+    shutil.copytree(tiny_experts["aero"], rt.retriever.registry.root / "aero")  # copied in, not registered
+    rt.retriever.refresh()
+    assert "aero" in rt.retriever.experts and "aero" not in rt.meta.get_collection("acme", "docs").backfill
+    with pytest.raises(Conflict, match="still being backfilled"):
+        service.search(rt, "acme", "docs", "wing flow", expert="aero")
+    assert rt.queue.sent == [("backfill", {"tenant": "acme", "collection": "docs", "expert": "aero"})]
+    assert rt.meta.get_collection("acme", "docs").backfill["aero"] == "pending"
+    assert "aero" in rt.store.vector_names(info.physical)
+    assert run_backfill(rt, "acme", "docs", "aero") == len(DOCS)
+    res = service.search(rt, "acme", "docs", "wing flow", expert="aero")
+    assert res["route"]["expert"] == "aero" and len(res["results"]) == len(DOCS)
+
+
 def test_an_expert_removed_while_a_batch_is_encoded_leaves_the_batch_stored(
     rt: Runtime, tiny_experts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

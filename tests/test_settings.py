@@ -41,3 +41,18 @@ def test_defaults_and_good_values(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bf16_is_a_switch_or_auto(monkeypatch: pytest.MonkeyPatch, value: str, parsed: object) -> None:
     monkeypatch.setenv("RR_BF16", value)
     assert Settings().bf16 == parsed  # type: ignore[call-arg]
+
+
+def test_a_dead_workers_task_is_redelivered_after_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import get_settings
+    from workers.app import make_celery
+
+    monkeypatch.setenv("RR_TASK_VISIBILITY_TIMEOUT_S", "120")
+    get_settings.cache_clear()
+    try:
+        assert make_celery().conf.broker_transport_options["visibility_timeout"] == 120  # kombu's default: 3600
+    finally:
+        get_settings.cache_clear()
+    monkeypatch.setenv("RR_TASK_VISIBILITY_TIMEOUT_S", "5")
+    with pytest.raises(ValidationError, match="task_visibility_timeout_s"):
+        Settings()  # type: ignore[call-arg]

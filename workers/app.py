@@ -54,6 +54,8 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,  # Flower's task-level view (docker-compose `flower`) follows these events
         task_send_sent_event=True,
+        # Redis's (and SQS's) redelivery of a task whose worker died without acking it: kombu's default is an hour
+        broker_transport_options={"visibility_timeout": s.task_visibility_timeout_s},
     )
     return app
 

@@ -9,6 +9,7 @@ from core import metrics
 from core.errors import InvalidInput, NotFound
 from ingest.pipeline import backfill_vector, index_documents, update_documents, validate_documents
 from router.pilots import BASE
+from store.meta import CollectionInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,25 @@ def run_ingest_batch(
     created again under its name since is another collection, and the batch fails rather than land in it (a
     message queued by an older version carries none)."""
     docs = validate_documents(documents, max_batch=len(documents) or 1)
-    info = rt.meta.get_collection(tenant, collection)
-    if collection_created is not None and info.created_at != collection_created:
-        raise NotFound(f"collection {collection!r} was deleted since this job was queued (one of that name is newer)")
+
+    def still_its_collection() -> CollectionInfo:
+        info = rt.meta.get_collection(tenant, collection)
+        if collection_created is not None and info.created_at != collection_created:
+            raise NotFound(
+                f"collection {collection!r} was deleted since this job was queued (one of that name is newer)"
+            )
+        return info
+
+    info = still_its_collection()
     rt.meta.set_batch(job_id, batch, "running", 0, len(docs), [])
     rt.retriever.refresh()
     for attempt in (1, 2):
         encoders = _encoders(rt, info)
         try:
-            timings = index_documents(rt.retriever, rt.store, info.physical, tenant, docs, encoders)
+            # checked again after the encoding: the collection may have been deleted, and made again, meanwhile
+            timings = index_documents(
+                rt.retriever, rt.store, info.physical, tenant, docs, encoders, before_write=still_its_collection
+            )
             break
         except (NotFound, InvalidInput):
             # An expert removed (or its named vector dropped) while the batch was encoded with it: the batch is
