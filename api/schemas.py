@@ -133,13 +133,18 @@ class JobAccepted(BaseModel):
     job_id: str
 
 
+JobStatus = Literal["queued", "running", "done", "failed"]
+
+
 class JobOut(BaseModel):
     job_id: str
+    tenant: str
     collection: str
-    status: Literal["queued", "running", "done", "failed"]
+    status: JobStatus
     done: int
     total: int
     errors: list[dict[str, Any]]
+    created_at: float = Field(description="Unix time the job was queued.")
 
 
 class SearchIn(Body):

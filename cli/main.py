@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -769,13 +770,24 @@ Url = Annotated[str | None, typer.Option(help="The platform's URL (default RR_AP
 Key = Annotated[str | None, typer.Option(help="The admin key (default RR_API_KEY, RR_ADMIN_KEY or admin.key).")]
 
 
-def _call(method: str, path: str, url: str | None, key: str | None, body: dict | None = None) -> Any:  # type: ignore[type-arg]
+def _call(
+    method: str,
+    path: str,
+    url: str | None,
+    key: str | None,
+    body: dict | None = None,  # type: ignore[type-arg]
+    params: dict[str, Any] | None = None,
+) -> Any:
     import httpx
 
     base, headers = _api(url, key)
     with _reaching(base):
-        resp = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=60)
+        resp = httpx.request(method, f"{base}{path}", json=body, params=params, headers=headers, timeout=60)
     return _check(resp)
+
+
+def _utc(unix_time: float) -> str:
+    return datetime.fromtimestamp(float(unix_time), UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _show_issued(issued: dict[str, str]) -> None:
@@ -801,11 +813,8 @@ def tenants_list(url: Url = None, key: Key = None) -> None:
 @tenants_app.command("keys")
 def tenants_keys(name: str, url: Url = None, key: Key = None) -> None:
     """A tenant's keys ('admin' for the admin's): key_id and creation time (UTC)."""
-    from datetime import UTC, datetime
-
     for k in _call("GET", f"/tenants/{name}/keys", url, key):
-        created = datetime.fromtimestamp(float(k["created_at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{k['key_id']}  {created}")
+        print(f"{k['key_id']}  {_utc(k['created_at'])}")
 
 
 @tenants_app.command("issue-key")
@@ -876,6 +885,25 @@ def collections_delete(
             _fail(RRError("not deleted"))
     _call("DELETE", f"/collections/{name}", url, key)
     console.print(f"deleted {name!r}")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    collection: Annotated[str | None, typer.Option(help="Only this collection's jobs.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this state: queued, running, done, failed.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, the newest (1 to 1000).")] = 100,
+    url: Url = None,
+    key: AnyKey = None,
+) -> None:
+    """Newest first, one job a line, tab-separated: id, status, done/total, tenant, collection, queued at (UTC)."""
+    params: dict[str, Any] = {"limit": limit}
+    if collection is not None:
+        params["collection"] = collection
+    if status is not None:
+        params["status"] = status
+    for j in _call("GET", "/jobs", url, key, params=params):
+        done = f"{j['done']}/{j['total']}"
+        print("\t".join([j["job_id"], j["status"], done, j["tenant"], j["collection"], _utc(j["created_at"])]))
 
 
 @jobs_app.command("show")

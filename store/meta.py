@@ -352,10 +352,31 @@ class MetaStore:
                 gone += 1
         return gone
 
-    def list_jobs(self, tenant: str | None = None, limit: int | None = None) -> list[JobInfo]:
-        """Newest first; ``limit`` keeps only the newest ones before their batches are read (the dashboard)."""
+    def list_jobs(
+        self,
+        tenant: str | None = None,
+        limit: int | None = None,
+        collection: str | None = None,
+        status: str | None = None,
+    ) -> list[JobInfo]:
+        """Newest first, of one tenant (None: every tenant's) and one collection if named, of one status if named;
+        ``limit`` stops reading batches once that many are found (the dashboard reads the newest few). A job
+        forgotten between the scan and the read of its batches is left out."""
         match: dict[str, Any] = {"kind": "job"}
         if tenant is not None:
             match["tenant"] = tenant
-        records = sorted(self._scan(**match), key=lambda r: -r["created_at"])
-        return [self.get_job(r["job_id"]) for r in (records if limit is None else records[:limit])]
+        if collection is not None:
+            if not is_unicode(collection):  # names no collection (the store cannot encode it)
+                return []
+            match["collection"] = collection
+        found: list[JobInfo] = []
+        for r in sorted(self._scan(**match), key=lambda r: -r["created_at"]):
+            if limit is not None and len(found) >= limit:
+                break
+            try:
+                job = self.get_job(r["job_id"])
+            except NotFound:
+                continue
+            if status is None or job.status == status:
+                found.append(job)
+        return found

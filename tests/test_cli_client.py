@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +147,16 @@ def test_collections_and_jobs_from_the_command_line(base_url: str) -> None:
             break
         time.sleep(0.5)
     assert res.stdout.split("\t")[:3] == ["done", f"{len(DOCS['bio'])}/{len(DOCS['bio'])}", "notes\n"], res.stdout
+    res = runner.invoke(app, ["jobs", "list", "--status", "done", "--collection", "notes", *api])
+    assert res.exit_code == 0, res.output
+    (line,) = res.stdout.splitlines()
+    fields = line.split("\t")
+    assert fields[:5] == [job, "done", f"{len(DOCS['bio'])}/{len(DOCS['bio'])}", "cli-colls", "notes"], line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", fields[5]), line
+    res = runner.invoke(app, ["jobs", "list", "--collection", "pinned", *api])
+    assert res.exit_code == 0 and res.stdout == ""
+    code, out = _rr("jobs", "list", "--status", "finished", *api)
+    assert code == 2 and out.startswith("error:") and "422" in out and "status" in out, out
 
     res = runner.invoke(app, ["collections", "list", *api])
     assert res.exit_code == 0, res.output

@@ -124,6 +124,10 @@ def test_tenant_isolation(platform: tuple[TestClient, Runtime]) -> None:
     assert client.get(f"/jobs/{job_id}", headers=b).status_code == 404
     assert client.delete("/collections/secret", headers=b).status_code == 404
     assert client.get(f"/jobs/{job_id}", headers=a).json()["status"] == "done"
+    assert client.get("/jobs", headers=b).json() == []  # the list too shows a tenant its own jobs only
+    mine = client.get("/jobs", headers=a).json()
+    assert [(j["job_id"], j["tenant"], j["collection"], j["status"]) for j in mine] == [(job_id, "a", "secret", "done")]
+    assert job_id in {j["job_id"] for j in client.get("/jobs", headers=admin(rt)).json()}  # the admin sees all
     # b may use the same collection name without touching a's
     assert client.post("/collections", json={"name": "secret"}, headers=b).status_code == 201
     assert client.get("/collections/secret", headers=b).json()["documents"] == 0
@@ -510,6 +514,9 @@ ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
     ),
     ("post", "/collections/{name}/documents", "/collections/nope/documents", {"documents": [1]}, "tenant", 404),
     ("get", "/jobs/{job_id}", "/jobs/12345", None, "tenant", 404),
+    ("get", "/jobs", "/jobs?status=finished", None, "tenant", 422),
+    ("get", "/jobs", "/jobs?limit=0", None, "tenant", 422),
+    ("get", "/jobs", "/jobs", None, "none", 401),
     ("get", "/experts", "/experts", None, "none", 401),
     ("post", "/experts", "/experts", {"path": "/nonexistent"}, "admin", 400),
     ("post", "/experts", "/experts", {"path": "/"}, "admin", 400),  # a folder without a manifest: was a 404
