@@ -367,6 +367,7 @@ def list_experts(rt: Any) -> list[dict[str, Any]]:
             "pilots": pilots.get((n, "query"), 0),  # Algorithm-1 pilots
             "corpus_pilots": pilots.get((n, "corpus"), 0),  # of the domains it leads (router.pilots)
             "scores": e.manifest.scores,
+            "scoring": rt.meta.get_scoring(n),  # Algorithm 1 in the queue: None when it never ran for this expert
         }
         for n, e in sorted(r.manifests.items())
     ]
@@ -384,7 +385,13 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
         _check_scoring_data(rt, src, Path(data))
     expert = rt.retriever.register(src)
     if data is not None:
-        rt.queue.submit("score_expert", expert=expert.name, data=data)
+        rt.meta.set_scoring(expert.name, "queued")
+        try:
+            rt.queue.submit("score_expert", expert=expert.name, data=data)
+        except QueueError as e:  # taken out again, so that the same request can be sent once the queue is back
+            rt.retriever.unregister(expert.name)
+            rt.meta.forget_scoring(expert.name)
+            raise QueueError(f"{e}; expert {expert.name!r} was not registered") from e
     if expert.manifest.encodes_documents:
         for info in rt.meta.list_collections():
             # The named vector now, not in the backfill: a worker's ingest batch that already encodes with the new
@@ -447,6 +454,7 @@ def remove_expert(rt: Any, name: str) -> None:
         )
     encodes_docs = name in r.manifests and r.manifests[name].manifest.encodes_documents
     r.unregister(name)
+    rt.meta.forget_scoring(name)
     if encodes_docs:
         for info in rt.meta.list_collections():
             rt.meta.set_backfill(info.tenant, info.name, name, "dropping")

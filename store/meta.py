@@ -268,6 +268,23 @@ class MetaStore:
                 info.vectors_from[expert] = vectors_from
             self.save_collection(info)
 
+    # ---- expert scoring (Algorithm 1 run by the queue for a registered expert) --------------------------------
+    def set_scoring(
+        self, expert: str, status: str, reason: str | None = None, domains: list[str] | None = None
+    ) -> None:
+        """``status``: queued, running, retrying, done or failed (``reason`` says why; ``domains`` those scored)."""
+        record = {"status": status, "reason": reason, "domains": domains or [], "at": time.time()}
+        self._put(f"scoring:{expert}", {"kind": "scoring", "expert": expert, **record})
+
+    def get_scoring(self, expert: str) -> dict[str, Any] | None:
+        """The last scoring's state, or None for an expert the queue never scored (shipped with its scores, or
+        registered without data)."""
+        record = self._get(f"scoring:{expert}")
+        return None if record is None else {k: record[k] for k in ("status", "reason", "domains", "at")}
+
+    def forget_scoring(self, expert: str) -> None:
+        self._delete(f"scoring:{expert}")
+
     # ---- jobs ------------------------------------------------------------------------------------------------
     def create_job(self, tenant: str, collection: str, batch_sizes: list[int]) -> str:
         if not batch_sizes:

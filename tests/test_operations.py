@@ -424,6 +424,35 @@ def test_a_broker_that_cannot_take_a_batch_is_a_503_and_the_job_names_what_was_n
         rt.close()
 
 
+def test_an_expert_whose_scoring_the_broker_cannot_take_is_not_registered(
+    tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, beir_root: Path, tmp_path: Path
+) -> None:
+    from core.errors import QueueError
+    from workers.app import celery_app
+    from workers.queue import CeleryQueue
+
+    saved = {k: celery_app.conf[k] for k in ("broker_url", "result_backend", "task_publish_retry")}
+    queue = CeleryQueue("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    celery_app.conf.task_publish_retry = False
+    rt = make_rt(tiny_model, tiny_experts, bio_scores, tmp_path, queue=queue)
+    try:
+        pilots_before = (rt.retriever.registry.root / PILOTS_FILE).read_bytes()
+        with pytest.raises(QueueError, match="'aero' was not registered"):
+            service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))
+        # It was registered without pilots for ever (its scoring never queued): now the same request can be re-sent.
+        assert "aero" not in rt.retriever.manifests and not (rt.retriever.registry.root / "aero").exists()
+        assert rt.meta.get_scoring("aero") is None
+        assert (rt.retriever.registry.root / PILOTS_FILE).read_bytes() == pilots_before
+        back = rt._queue = RecordingQueue()  # the broker is back
+        assert service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))["name"] == "aero"
+        assert rt.meta.get_scoring("aero")["status"] == "queued"  # type: ignore[index]
+        assert ("score_expert", {"expert": "aero", "data": str(beir_root)}) in back.sent
+    finally:
+        celery_app.conf.task_publish_retry = saved["task_publish_retry"]
+        CeleryQueue(saved["broker_url"], saved["result_backend"])
+        rt.close()
+
+
 # ---- 4. pinned collections: removing their expert is refused, /route reports the pin ---------------------------
 def test_an_expert_a_collection_is_pinned_to_cannot_be_removed(rt: Runtime) -> None:
     service.create_tenant(rt, "acme")

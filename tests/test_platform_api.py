@@ -731,3 +731,31 @@ def test_an_expert_whose_data_lacks_a_known_domain_is_refused_before_it_is_regis
         assert [e["name"] for e in client.get("/experts", headers=admin(rt)).json()] == ["bio"]
     r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt))
     assert r.status_code == 201, r.text
+
+
+def test_a_scoring_that_fails_in_the_queue_says_why_in_the_experts_list(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    client, rt = platform
+    bad = tmp_path / "bad"
+    shutil.copytree(beir_root, bad)
+    with (bad / "bio" / "queries.jsonl").open("a") as fh:
+        fh.write("{not json\n")  # the train split is there (the check before registering passes); a line is broken
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(bad)}, headers=admin(rt))
+    assert r.status_code == 201, r.text
+    assert rt.queue.join(120)
+    listed = {e["name"]: e for e in client.get("/experts", headers=admin(rt)).json()}
+    scoring = listed["aero"]["scoring"]
+    assert scoring["status"] == "failed" and listed["aero"]["pilots"] == 0, listed["aero"]
+    assert "DataFormatError" in scoring["reason"] and "queries.jsonl" in scoring["reason"], scoring
+    assert listed["bio"]["scoring"] is None  # never scored by the queue: registered with its scores
+    page = client.get("/dashboard", headers=admin(rt))
+    assert page.status_code == 200 and 'class="chip state-failed" title="' in page.text, page.text[:200]
+    # Removed and sent again with good data, it is scored; the old failure is not shown any more.
+    assert client.delete("/experts/aero", headers=admin(rt)).status_code == 204
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(beir_root)}, headers=admin(rt))
+    assert r.status_code == 201, r.text
+    assert rt.queue.join(120)
+    aero = {e["name"]: e for e in client.get("/experts", headers=admin(rt)).json()}["aero"]
+    assert aero["scoring"]["status"] == "done" and aero["scoring"]["reason"] is None, aero
+    assert sorted(aero["scoring"]["domains"]) == ["aero", "bio"] and aero["pilots"] >= 1

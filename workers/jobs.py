@@ -152,6 +152,10 @@ def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
     rt.meta.set_backfill(tenant, collection, expert, None)
 
 
+class ExpertGone(NotFound):
+    """The expert to score is not in the registry (removed before or while it was scored)."""
+
+
 def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
     domain, which joins the library with its corpus pilots), then rebuild the pilots. No gradient training. Returns
@@ -164,7 +168,8 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     r = rt.retriever
     r.refresh()
     if expert not in r.manifests:
-        raise NotFound(f"unknown expert {expert!r}")
+        raise ExpertGone(f"unknown expert {expert!r}")
+    rt.meta.set_scoring(expert, "running")
     path = r.registry.root / SCORES_FILE
     ps = PilotScores.load(path) if path.is_file() else PilotScores()
     own_domain = r.manifests[expert].manifest.domain
@@ -183,5 +188,9 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
             sc = wb.score(ds, "train", name).per_query
             ps.set_scores(ds.name, name, [sc[q] for q in ps.domains[ds.name]])
         scored.append(ds.name)
+    r.refresh()
+    if expert not in r.manifests:  # removed while it was scored: its pilots must not come back
+        raise ExpertGone(f"expert {expert!r} was removed while it was scored")
     r.rebuild_pilots(ps)
+    rt.meta.set_scoring(expert, "done", domains=scored)
     return scored

@@ -8,7 +8,7 @@ from core.errors import StoreError
 from core.metrics import count_error
 from core.runtime import get_runtime
 from workers.app import celery_app
-from workers.jobs import fail_batch, run_backfill, run_drop_vector, run_ingest_batch, run_score_expert
+from workers.jobs import ExpertGone, fail_batch, run_backfill, run_drop_vector, run_ingest_batch, run_score_expert
 
 RETRY = {
     "autoretry_for": (StoreError,),
@@ -67,6 +67,22 @@ def drop_vector(tenant: str, collection: str, expert: str) -> None:
     run_drop_vector(get_runtime(), tenant, collection, expert)
 
 
-@celery_app.task(name="rr.score_expert", acks_late=True)
-def score_expert(expert: str, data: str) -> list[str]:
-    return run_score_expert(get_runtime(), expert, data)
+@celery_app.task(bind=True, name="rr.score_expert", acks_late=True, **RETRY)
+def score_expert(self: Any, expert: str, data: str) -> list[str]:
+    """Its state is in the expert's scoring record (GET /experts): a failure is there with its reason."""
+    rt = get_runtime()
+    try:
+        return run_score_expert(rt, expert, data)
+    except StoreError as e:
+        count_error(type(e).__name__, "worker")
+        if self.request.retries >= self.max_retries:
+            rt.meta.set_scoring(expert, "failed", f"store error after {self.max_retries} retries: {e}")
+            return []
+        rt.meta.set_scoring(expert, "retrying", f"{type(e).__name__}: {e}")
+        raise
+    except ExpertGone:
+        return []  # removed before it was scored: nothing to record
+    except Exception as e:
+        count_error(type(e).__name__, "worker")
+        rt.meta.set_scoring(expert, "failed", f"{type(e).__name__}: {e}")
+        raise

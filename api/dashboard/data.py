@@ -115,6 +115,7 @@ def _experts(experts: list[dict[str, Any]], searches: list[dict[str, Any]]) -> l
             "domain": x["domain"],
             "sides": x["sides"],
             "pilots": x["pilots"],
+            "scoring": x["scoring"],
             "searches": answered.get(x["name"], 0),
             "share": answered.get(x["name"], 0) / total if total else 0.0,
         }
@@ -128,6 +129,7 @@ def _experts(experts: list[dict[str, Any]], searches: list[dict[str, Any]]) -> l
                 "domain": "no expert" if name == "base" else "removed",
                 "sides": "",
                 "pilots": 0,
+                "scoring": None,
                 "searches": answered[name],
                 "share": answered[name] / total,
             }

@@ -35,7 +35,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .stat span{font-size:12px;color:#6b7280}
 .chip{display:inline-block;padding:1px 7px;margin:1px 2px;border-radius:10px;background:#eef2ff;color:#3730a3;
  font-size:12px}
-.state-done{background:#dcfce7;color:#166534}.state-running,.state-pending{background:#fef9c3;color:#854d0e}
+.state-done{background:#dcfce7;color:#166534}.state-running,.state-pending,.state-queued,.state-retrying{background:#fef9c3;color:#854d0e}
 .state-failed,.state-dropping{background:#fee2e2;color:#991b1b}
 .muted{color:#6b7280}.bad{color:#dc2626}
 .legend{font-size:12px;color:#6b7280}.legend i{display:inline-block;width:10px;height:3px;margin:0 4px 3px 10px}
@@ -151,6 +151,14 @@ def _collections(d: dict[str, Any]) -> str:
     )
 
 
+def _scoring(scoring: dict[str, Any] | None) -> str:
+    """The queue's Algorithm-1 run for a registered expert; a failure's reason in the chip's title."""
+    if scoring is None:
+        return ""
+    s, why = escape(scoring["status"]), escape(scoring.get("reason") or "")
+    return f'<span class="chip state-{s}" title="{why}">{s}</span>'
+
+
 def _experts(d: dict[str, Any]) -> str:
     experts = d["experts"]
     if not experts:
@@ -159,6 +167,7 @@ def _experts(d: dict[str, Any]) -> str:
     rows = "".join(
         f'<tr data-expert="{escape(e["name"])}"><td><b>{escape(e["name"])}</b></td><td>{escape(e["domain"])}</td>'
         f'<td>{escape(e["sides"])}</td><td class="n" data-field="pilots">{e["pilots"]}</td>'
+        f'<td data-field="scoring">{_scoring(e["scoring"])}</td>'
         f'<td class="n" data-field="searches">{e["searches"]}</td>'
         f'<td class="n" data-field="share">{e["share"] * 100:.1f}%</td></tr>'
         for e in experts
@@ -166,7 +175,8 @@ def _experts(d: dict[str, Any]) -> str:
     bars = svg.hbars([(e["name"], e["share"], f"{e['share'] * 100:.1f}%") for e in experts])
     return (
         f'<section id="experts"><h2>Experts</h2><table><tr><th>expert</th><th>domain</th><th>sides</th>'
-        f'<th class="n">pilots</th><th class="n">searches</th><th class="n">share</th></tr>{rows}</table>'
+        f'<th class="n">pilots</th><th>scoring</th><th class="n">searches</th><th class="n">share</th></tr>'
+        f"{rows}</table>"
         f"<h3>Share of the last 60 minutes' {total} answered searches</h3>{bars}</section>"
     )
 
