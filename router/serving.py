@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from router.encoders import BASE, TextEncoder
 from router.experts import MANIFEST, Expert, ExpertRegistry
 from router.pilots import CORPUS, QUERY, Pilot, PilotLibrary, PilotScores, aggregate
@@ -194,6 +194,30 @@ class Retriever:
                 ps.remove_expert(name)
                 ps.save(scores_path)
             self.rebuild_pilots()
+
+    def merge_scores(self, computed: PilotScores) -> list[str]:
+        """Write the columns (and new domains) of ``computed`` into the pilot scores as they are now, then rebuild
+        the pilots: what another scoring wrote meanwhile is kept. Columns of experts no longer registered are left
+        out; returns the experts written. A domain whose training queries changed meanwhile is a Conflict."""
+        with self._lock:
+            self.refresh()
+            path = self.registry.root / SCORES_FILE
+            latest = PilotScores.load(path) if path.is_file() else PilotScores()
+            written: set[str] = set()
+            for domain, qids in computed.domains.items():
+                if domain not in latest.domains:
+                    latest.add_domain(domain, qids, computed.embeddings[domain])
+                    if domain in computed.corpus:
+                        latest.corpus[domain] = computed.corpus[domain]
+                        latest.corpus_sizes[domain] = computed.corpus_sizes[domain]
+                elif latest.domains[domain] != qids:
+                    raise Conflict(f"the training queries of domain {domain!r} changed while it was scored")
+                for name, column in computed.scores.get(domain, {}).items():
+                    if name in self.manifests:
+                        latest.set_scores(domain, name, column.tolist())
+                        written.add(name)
+            self._rebuild_pilots(latest)
+            return sorted(written)
 
     def rebuild_pilots(self, scores: PilotScores | None = None) -> None:
         with self._lock:

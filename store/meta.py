@@ -91,6 +91,11 @@ class MetaStore:
                 store.create_collection(META, {_VEC: 1})
         store.index_payload(META, "kind")  # every listing filters on it (idempotent; older stores get it here)
 
+    @property
+    def update_lock(self) -> UpdateLock:
+        """The lock over read-modify-write updates, for other shared state (the pilot scores' merges)."""
+        return self._lock
+
     # ---- generic records ---------------------------------------------------------------------------------
     def _put(self, key: str, payload: dict[str, Any]) -> None:
 

@@ -530,3 +530,58 @@ def test_a_failed_create_collection_leaves_no_half_made_collection(
         assert not rt.store.collection_exists(physical_name("acme", "docs"))
     finally:
         rt.close()
+
+
+def test_an_expert_removed_while_it_is_scored_gets_no_scores_or_pilots_back(
+    rt: Runtime, tiny_experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.pilots import PilotScores
+    from router.workbench import Workbench
+    from workers.jobs import ExpertGone, run_score_expert
+
+    service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))
+    real_score = Workbench.score
+
+    def removed_meanwhile(self: Workbench, ds: Any, split: str, expert: str | None) -> Any:
+        if "aero" in rt.retriever.manifests:
+            service.remove_expert(rt, "aero")  # DELETE /experts/aero while the queue scores it
+        return real_score(self, ds, split, expert)
+
+    monkeypatch.setattr(Workbench, "score", removed_meanwhile)
+    with pytest.raises(ExpertGone, match="removed while it was scored"):
+        run_score_expert(rt, "aero", str(beir_root))
+    root = rt.retriever.registry.root
+    assert "aero" not in PilotScores.load(root / SCORES_FILE).experts  # its column was written back before
+    assert {p.expert for p in rt.retriever.library.pilots} == {"bio"}
+    assert rt.meta.get_scoring("aero") is None
+
+
+def test_a_scoring_keeps_what_another_wrote_into_the_pilot_scores_meanwhile(
+    rt: Runtime, tiny_experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers scoring two experts at once: the one that ends last wrote its start-time copy over the other's."""
+    import numpy as np
+
+    from router.pilots import PilotScores
+    from router.workbench import Workbench
+    from workers.jobs import run_score_expert
+
+    service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))
+    path = rt.retriever.registry.root / SCORES_FILE
+    real_score = Workbench.score
+    other = [0.5, 0.25, 0.0, 1.0]
+
+    def another_worker_writes(self: Workbench, ds: Any, split: str, expert: str | None) -> Any:
+        ps = PilotScores.load(path)
+        if not np.allclose(ps.scores["bio"]["bio"], other):
+            ps.set_scores("bio", "bio", other[: len(ps.domains["bio"])])
+            ps.save(path)
+        return real_score(self, ds, split, expert)
+
+    monkeypatch.setattr(Workbench, "score", another_worker_writes)
+    assert sorted(run_score_expert(rt, "aero", str(beir_root))) == ["aero", "bio"]
+    final = PilotScores.load(path)
+    assert np.allclose(final.scores["bio"]["bio"], other[: len(final.domains["bio"])])  # kept, not overwritten
+    assert set(final.scores["bio"]) == {"bio", "aero"} and set(final.scores["aero"]) == {"bio", "aero"}
+    assert "aero" in {p.expert for p in rt.retriever.library.pilots}
+    assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]

@@ -171,26 +171,34 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
         raise ExpertGone(f"unknown expert {expert!r}")
     rt.meta.set_scoring(expert, "running")
     path = r.registry.root / SCORES_FILE
-    ps = PilotScores.load(path) if path.is_file() else PilotScores()
+    known = PilotScores.load(path) if path.is_file() else PilotScores()
+    computed = PilotScores()  # only what this scoring adds, merged into the scores as they are at its end
     own_domain = r.manifests[expert].manifest.domain
     scored = []
-    for folder in discover(data):
-        if folder.name not in ps.domains and folder.name != own_domain:
-            continue
-        ds = load_dataset(folder, ("train",))
-        new_domain = ds.name not in ps.domains
-        if new_domain:
-            qids, base_q = Workbench(r.encoder, "query").query_matrix(ds, "train", None)
-            ps.add_domain(ds.name, qids, base_q)
-            ps.add_corpus(ds.name, r.encoder.encode([d.full_text for d in ds.corpus], None, "document"))
-        for name in r.experts if new_domain else [expert]:
-            wb = Workbench(r.encoder, r.manifests[name].manifest.sides)
-            sc = wb.score(ds, "train", name).per_query
-            ps.set_scores(ds.name, name, [sc[q] for q in ps.domains[ds.name]])
-        scored.append(ds.name)
-    r.refresh()
-    if expert not in r.manifests:  # removed while it was scored: its pilots must not come back
-        raise ExpertGone(f"expert {expert!r} was removed while it was scored")
-    r.rebuild_pilots(ps)
+    try:
+        for folder in discover(data):
+            if folder.name not in known.domains and folder.name != own_domain:
+                continue
+            ds = load_dataset(folder, ("train",))
+            new_domain = ds.name not in known.domains
+            if new_domain:
+                qids, base_q = Workbench(r.encoder, "query").query_matrix(ds, "train", None)
+                computed.add_domain(ds.name, qids, base_q)
+                computed.add_corpus(ds.name, r.encoder.encode([d.full_text for d in ds.corpus], None, "document"))
+            else:
+                computed.add_domain(ds.name, known.domains[ds.name], known.embeddings[ds.name])
+            for name in r.experts if new_domain else [expert]:
+                wb = Workbench(r.encoder, r.manifests[name].manifest.sides)
+                sc = wb.score(ds, "train", name).per_query
+                computed.set_scores(ds.name, name, [sc[q] for q in computed.domains[ds.name]])
+            scored.append(ds.name)
+    except NotFound as e:  # the encoder no longer has it: removed while it was scored
+        r.refresh()
+        if expert not in r.manifests:
+            raise ExpertGone(f"expert {expert!r} was removed while it was scored") from e
+        raise
+    with rt.meta.update_lock:  # another process's scoring merges before or after this one, not over it
+        if expert not in r.merge_scores(computed):  # removed while it was scored: its pilots must not come back
+            raise ExpertGone(f"expert {expert!r} was removed while it was scored")
     rt.meta.set_scoring(expert, "done", domains=scored)
     return scored
