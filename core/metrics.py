@@ -115,19 +115,24 @@ def count_error(kind: str, source: str) -> None:
 
 
 class QueueDepth:
-    """The queue's depth, read when Prometheus scrapes: the broker owns that number, so no process has to keep it."""
+    """The queue's depth and the messages workers hold, read when Prometheus scrapes: the broker owns those numbers,
+    so no process has to keep them."""
 
-    def __init__(self, depth: Callable[[], int | None]) -> None:
-        self._depth = depth
+    def __init__(self, depth: Callable[[], int | None], held: Callable[[], int | None] | None = None) -> None:
+        self._gauges = [("rr_queue_depth", "Ingestion tasks waiting in the queue.", depth)]
+        if held is not None:
+            help_ = "Tasks taken by a worker and not yet acknowledged (running or prefetched)."
+            self._gauges.append(("rr_queue_held", help_, held))
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            depth = self._depth()
-        except Exception:
-            log.warning("could not read the queue depth", exc_info=True)
-            return
-        if depth is not None:
-            yield GaugeMetricFamily("rr_queue_depth", "Ingestion tasks waiting in the queue.", value=depth)
+        for name, help_, read in self._gauges:
+            try:
+                value = read()
+            except Exception:
+                log.warning("could not read %s", name, exc_info=True)
+                continue
+            if value is not None:
+                yield GaugeMetricFamily(name, help_, value=value)
 
 
 class _Each:

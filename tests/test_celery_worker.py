@@ -204,3 +204,29 @@ def test_flower_starts_with_the_compose_environment(tmp_path: Path) -> None:
     with _process(args, env, log) as proc:
         _until(proc, listening, log)
     assert "RRError" not in log.read_text()
+
+
+def test_a_task_a_worker_holds_is_counted_as_held_not_waiting() -> None:
+    """The dashboard's and /metrics' queue figures on a real Redis broker: a message a consumer has taken and not
+    acknowledged (a worker running a late-acking task, or one it prefetched) leaves the queue's list for kombu's
+    unacked hash; `depth` counted only the list, so a busy worker's tasks were in neither figure."""
+    from workers.app import celery_app
+    from workers.queue import CeleryQueue
+
+    _redis()
+    redis.Redis.from_url(REDIS).flushdb()
+    saved = (celery_app.conf.broker_url, celery_app.conf.result_backend)
+    q = CeleryQueue(REDIS)
+    try:
+        q.submit("drop_vector", tenant="acme", collection="docs", expert="gone")  # no worker listens on this db
+        assert (q.depth(), q.held()) == (1, 0)
+        with celery_app.connection_for_write() as conn:
+            channel = conn.default_channel
+            message = channel.basic_get("rr", no_ack=False)  # as a worker's consumer takes it
+            assert message is not None
+            assert (q.depth(), q.held()) == (0, 1)
+            channel.basic_ack(message.delivery_tag)
+        assert (q.depth(), q.held()) == (0, 0)
+    finally:
+        CeleryQueue(*saved)
+        redis.Redis.from_url(REDIS).flushdb()

@@ -194,6 +194,7 @@ def test_admin_dashboard_agrees_with_the_api(platform: dict[str, Any], browser: 
     assert "aero" in {r.get_attribute("data-encoder") for r in page.locator("tr[data-encoder]").all()}
     assert page.locator('[data-field="workers"]').inner_text() == "1"
     assert page.locator('[data-field="depth"]').inner_text() == "0"
+    assert page.locator('[data-field="held"]').inner_text() == "0"  # the in-process worker runs nothing now
     assert page.locator("#routing svg").count() == 1 and page.locator("#search svg").count() == 2
 
     # The JSON the page renders from says the same.

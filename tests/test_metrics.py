@@ -84,7 +84,7 @@ def test_metrics_exposes_the_platform_metrics(platform: tuple[TestClient, Runtim
     assert delta("rr_errors_total", kind="NotFound", source="api") == 1
     assert delta("rr_errors_total", kind="InvalidInput", source="api") == 1
     assert delta("rr_errors_total", kind="http_401", source="api") == 1
-    assert total(after, "rr_queue_depth") == 0
+    assert total(after, "rr_queue_depth") == 0 and total(after, "rr_queue_held") == 0
     assert not any("/collections/docs" in dict(ls).get("route", "") for _, ls in after)  # templates, not paths
 
 

@@ -60,6 +60,15 @@ class CeleryQueue:
         with self.app.connection_for_write() as conn:
             return int(conn.default_channel.client.llen("rr"))
 
+    def held(self) -> int | None:
+        """Messages a worker has taken and not yet acknowledged: running (tasks ack late) or prefetched. They are
+        in kombu's ``unacked`` hash of this Redis database, not in the queue's list (None for other brokers)."""
+        if not str(self.app.conf.broker_url).startswith("redis"):
+            return None
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            return int(channel.client.hlen(channel.unacked_key))
+
     def workers(self, timeout: float = 0.5) -> int:
         """Workers answering a broadcast ping within ``timeout`` seconds (the dashboard's "workers online")."""
         return len(self.app.control.ping(timeout=timeout) or [])
@@ -73,6 +82,7 @@ class LocalQueue:
         self._q: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
+        self._running = 0  # the task the worker thread runs now (0 or 1)
         self._thread = threading.Thread(target=self._work, name="rr-local-worker", daemon=True)
         self._thread.start()
 
@@ -82,6 +92,10 @@ class LocalQueue:
 
     def depth(self) -> int:
         return self._q.qsize()
+
+    def held(self) -> int:
+        """The task the worker thread runs now: 0 or 1."""
+        return self._running
 
     def workers(self, timeout: float = 0.5) -> int:
         """The one in-process worker thread, if it is alive."""
@@ -95,6 +109,7 @@ class LocalQueue:
             if item is None:
                 return
             name, kwargs = item
+            self._running = 1
             try:
                 result = getattr(tasks, name).apply(kwargs=kwargs)
                 if result.failed():  # the task recorded the failure in its job or backfill state
@@ -102,6 +117,7 @@ class LocalQueue:
             except Exception:  # keep the worker alive whatever happens
                 log.exception("task %s failed", name)
             finally:
+                self._running = 0
                 if self._q.empty():
                     self._idle.set()
 

@@ -100,6 +100,7 @@ def _queue(rt: Any, tenant: str | None, admin: bool) -> dict[str, Any]:
     return {
         "kind": "in-process" if rt.settings.broker_url.startswith("memory://") else "celery",
         "depth": _safe("the queue depth", q.depth),
+        "held": _safe("the tasks workers hold", q.held),
         "workers": _safe("the workers online", lambda: q.workers(PING_TIMEOUT_S)),
         "in_flight": [_job(j, admin) for j in jobs if j.status in ("queued", "running")],
         "failures": failures[:FAILURES_SHOWN],

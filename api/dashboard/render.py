@@ -98,6 +98,7 @@ def _queue(d: dict[str, Any], now: float) -> str:
     stats = (
         '<div class="stats">'
         f'<div class="stat"><b data-field="depth">{_num(q["depth"], "{:d}")}</b><span>waiting in the queue</span></div>'
+        f'<div class="stat"><b data-field="held">{_num(q["held"], "{:d}")}</b><span>held by workers</span></div>'
         f'<div class="stat"><b data-field="workers">{_num(q["workers"], "{:d}")}</b>'
         f"<span>workers online ({escape(q['kind'])})</span></div>"
         f'<div class="stat"><b data-field="in_flight">{len(q["in_flight"])}</b><span>jobs in flight</span></div></div>'

@@ -13,5 +13,5 @@ router = APIRouter(tags=["operations"])
 def metrics(rt: RuntimeDep) -> Response:
     """Prometheus text format, summed over every process sharing ``RR_METRICS_DIR``. Needs no key, like /health, so
     that Prometheus can scrape it: it holds counts by route, expert and encoder, nothing of any tenant's data."""
-    body, content_type = exposition([QueueDepth(rt.queue.depth)])
+    body, content_type = exposition([QueueDepth(rt.queue.depth, rt.queue.held)])
     return Response(body, media_type=content_type)
