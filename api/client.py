@@ -5,15 +5,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from core.errors import RRError
 
 
+def path_segment(value: str, what: str) -> str:
+    """``value`` as one path segment of a request URL, quoted whole: no name or id can reach another route
+    (``../collections``, ``?limit=1``) or a redirect (an empty one)."""
+    if not value:
+        raise RRError(f"{what} must not be empty")
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if set(value) <= {"."} else quoted  # '.' and '..' would be normalised away
+
+
 def checked(resp: httpx.Response) -> Any:
-    """The response's JSON; an HTTP error becomes an RRError naming the request and the API's own detail."""
-    if resp.status_code >= 400:
+    """The response's JSON; an HTTP error becomes an RRError naming the request and the API's own detail. A
+    redirect is one too: every route answers directly, so it means the URL is not one of them."""
+    if resp.status_code >= 300:
         try:
             detail = resp.json().get("detail")
         except ValueError:

@@ -376,22 +376,36 @@ def list_experts(rt: Any) -> list[dict[str, Any]]:
 def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, Any]:
     """Add an expert: no training. Its pilot scores are computed in the queue when ``data`` names BEIR collections;
     document-side experts are backfilled into every collection, and are routed to per collection once done there."""
+    from router.experts import Manifest
+
+    for name, value in (("path", path), ("data", data)):
+        if value is not None and not value.strip():  # '' would be the server's working directory
+            raise InvalidInput(f"{name} must not be empty", field=name)
     src = Path(path)
     if not src.is_dir():
         raise InvalidInput(f"path {path!r} is not a directory on the server", field="path")
     if data is not None and not Path(data).is_dir():
         raise InvalidInput(f"data {data!r} is not a directory on the server", field="data")
+    try:
+        name = Manifest.load(src).name
+    except InvalidInput as e:  # no manifest.json, or a broken one
+        raise InvalidInput(str(e), field="path") from e
+    rt.retriever.refresh()
+    registered = rt.retriever.manifests.get(name)
+    if registered is not None:
+        if data is None or registered.path.resolve() != src.resolve():
+            raise Conflict(
+                f"expert {name!r} is registered; DELETE /experts/{name} first, or send its registry folder "
+                f"{str(registered.path)!r} with data to score it again"
+            )
+        _check_scoring_data(rt, src, Path(data))  # scoring it again, e.g. after a failed scoring
+        _queue_scoring(rt, name, data, registered_now=False)
+        return {"name": name, "sides": registered.manifest.sides, "domain": registered.manifest.domain}
     if data is not None:
         _check_scoring_data(rt, src, Path(data))
     expert = rt.retriever.register(src)
     if data is not None:
-        rt.meta.set_scoring(expert.name, "queued")
-        try:
-            rt.queue.submit("score_expert", expert=expert.name, data=data)
-        except QueueError as e:  # taken out again, so that the same request can be sent once the queue is back
-            rt.retriever.unregister(expert.name)
-            rt.meta.forget_scoring(expert.name)
-            raise QueueError(f"{e}; expert {expert.name!r} was not registered") from e
+        _queue_scoring(rt, expert.name, data, registered_now=True)
     if expert.manifest.encodes_documents:
         for info in rt.meta.list_collections():
             # The named vector now, not in the backfill: a worker's ingest batch that already encodes with the new
@@ -402,18 +416,37 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
     return {"name": expert.name, "sides": expert.manifest.sides, "domain": expert.manifest.domain}
 
 
+def _queue_scoring(rt: Any, name: str, data: str, registered_now: bool) -> None:
+    previous = rt.meta.get_scoring(name)
+    rt.meta.set_scoring(name, "queued")
+    try:
+        rt.queue.submit("score_expert", expert=name, data=data)
+    except QueueError as e:
+        if not registered_now:  # a scoring again that was not queued: the expert keeps its state
+            if previous is None:
+                rt.meta.forget_scoring(name)
+            else:
+                rt.meta.set_scoring(name, previous["status"], previous["reason"], previous["domains"])
+            raise
+        # taken out again, so that the same request can be sent once the queue is back
+        rt.retriever.unregister(name)
+        rt.meta.forget_scoring(name)
+        raise QueueError(f"{e}; expert {name!r} was not registered") from e
+
+
 def _check_scoring_data(rt: Any, src: Path, data: Path) -> None:
     """Refuse (400, ``data``) a folder the queue could not score the expert on: Algorithm 1 scores it on the training
     queries of every domain the pilot library knows, and of its own domain when that is new. Checked before anything
     is registered (the task failed in the queue, and the expert stayed without pilots)."""
-    from ingest.beir import available_splits, discover
+    from ingest.beir import available_splits, discover, load_qrels
     from router.experts import Manifest
     from router.pilots import PilotScores
     from router.serving import SCORES_FILE
 
     own = Manifest.load(src).domain
     scores = rt.retriever.registry.root / SCORES_FILE
-    known = set(PilotScores.load(scores).domains) if scores.is_file() else set()
+    library = PilotScores.load(scores) if scores.is_file() else PilotScores()
+    known = set(library.domains)
     try:
         folders = discover(data)
     except NotFound as e:  # a folder, but of no collection: the request's fault, not an unknown resource
@@ -426,6 +459,17 @@ def _check_scoring_data(rt: Any, src: Path, data: Path) -> None:
             f"known domain's training queries (have: {', '.join(sorted(with_train)) or 'none'})",
             field="data",
         )
+    for folder in folders:
+        if folder.name in known:  # the same training queries the other experts were scored on, or a superset
+            have = load_qrels(folder, "train")
+            absent = [q for q in library.domains[folder.name] if q not in have]
+            if absent:
+                raise InvalidInput(
+                    f"data {str(data)!r}: the train split of {folder.name!r} lacks {len(absent)} of the "
+                    f"{len(library.domains[folder.name])} training queries the pilot library was built on (first: "
+                    f"{absent[0]!r}); every expert is scored on the same queries",
+                    field="data",
+                )
     if own not in known and own not in with_train:
         raise InvalidInput(
             f"data {str(data)!r} has no train split of the expert's own domain {own!r}, which the pilot library does "

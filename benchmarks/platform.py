@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.client import checked, wait_for_jobs
+from api.client import checked, path_segment, wait_for_jobs
 from benchmarks import checkout_commit, machine
 from ingest.beir import iter_corpus, load_dataset
 from router.evaluation import mean, ndcg_at_10
@@ -35,6 +35,7 @@ def run_platform_check(
     batch: int = 500,
     out_dir: Path = RESULTS,
 ) -> dict[str, Any]:
+    coll = f"/collections/{path_segment(collection, 'the collection')}"
     ds = load_dataset(data, ("test",))
     queries = ds.split_queries("test")
     docs = [{"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in iter_corpus(data)]
@@ -42,8 +43,8 @@ def run_platform_check(
     out: dict[str, Any] = {"commit": checkout_commit(), "machine": machine()}
     out.update({"dataset": ds.name, "documents": len(docs), "queries": len(queries)})
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
-        if c.get(f"/collections/{collection}").status_code == 200:
-            checked(c.delete(f"/collections/{collection}"))
+        if c.get(coll).status_code == 200:
+            checked(c.delete(coll))
         checked(c.post("/collections", json={"name": collection}))
         t0 = time.monotonic()
         with Progress(
@@ -51,21 +52,19 @@ def run_platform_check(
         ) as prog:
             task = prog.add_task("ingest", total=len(docs))
             jobs = [
-                checked(c.post(f"/collections/{collection}/documents", json={"documents": docs[i : i + batch]}))[
-                    "job_id"
-                ]
+                checked(c.post(f"{coll}/documents", json={"documents": docs[i : i + batch]}))["job_id"]
                 for i in range(0, len(docs), batch)
             ]
             states = wait_for_jobs(c, jobs, lambda n: prog.update(task, completed=n), interval_s=2.0)
         out["ingest_seconds"] = round(time.monotonic() - t0, 1)
         out["job_status"] = sorted({s["status"] for s in states})
-        out["stored"] = checked(c.get(f"/collections/{collection}"))["documents"]
+        out["stored"] = checked(c.get(coll))["documents"]
         run: dict[str, dict[str, float]] = {}
         chosen: dict[str, int] = {}
         lat = []
         for qid, text in queries.items():
             t = time.perf_counter()
-            res = checked(c.post(f"/collections/{collection}/search", json={"query": text, "top_k": 11}))
+            res = checked(c.post(f"{coll}/search", json={"query": text, "top_k": 11}))
             lat.append((time.perf_counter() - t) * 1000)
             hits = {h["id"]: h["score"] for h in res["results"] if h["id"] != qid}
             run[qid] = dict(list(hits.items())[:10])

@@ -103,6 +103,12 @@ Mode = Annotated[str, typer.Option(help="Expert sides: 'query' (default, the pap
 errors = Console(stderr=True, soft_wrap=True)  # errors to stderr, one line whatever the width
 
 
+def path_segment(value: str, what: str) -> str:
+    from api.client import path_segment as segment  # httpx only for the commands that send requests
+
+    return segment(value, what)
+
+
 def _fail(err: Exception) -> None:
     errors.print(f"[red]error:[/] {escape(str(err))}")  # the message is text: a path's "[/x]" is not markup
     raise typer.Exit(2)
@@ -714,8 +720,10 @@ def ingest(
         _fail(RRError(f"{len(bad)} documents would be rejected ({listing}); fix them or pass --skip-invalid"))
     for doc_id, reason in bad:
         console.print(f"[yellow]skipped[/] {doc_id}: {reason}")
+    coll_path = f"/collections/{path_segment(collection, 'the collection')}"
+    docs_path = f"{coll_path}/documents"
     with _reaching(base), httpx.Client(base_url=base, headers=headers, timeout=120) as client:
-        r = client.get(f"/collections/{collection}")
+        r = client.get(coll_path)
         if r.status_code == 404:
             _check(client.post("/collections", json={"name": collection}))
         else:
@@ -727,9 +735,7 @@ def ingest(
             sent = prog.add_task("queued", total=len(docs))
             for i in range(0, len(docs), batch):
                 chunk = docs[i : i + batch]
-                jobs.append(
-                    _check(client.post(f"/collections/{collection}/documents", json={"documents": chunk}))["job_id"]
-                )
+                jobs.append(_check(client.post(docs_path, json={"documents": chunk}))["job_id"])
                 prog.advance(sent, len(chunk))
             if wait:
                 stored = prog.add_task("stored", total=len(docs))
@@ -758,7 +764,12 @@ def search(
     base, headers = _api(url, key)
     body = {"query": query, "top_k": top_k, "expert": expert}
     with _reaching(base):
-        resp = httpx.post(f"{base}/collections/{collection}/search", json=body, headers=headers, timeout=60)
+        resp = httpx.post(
+            f"{base}/collections/{path_segment(collection, 'the collection')}/search",
+            json=body,
+            headers=headers,
+            timeout=60,
+        )
     res = _check(resp)
     console.print(f"expert: [bold]{res['route']['expert']}[/]  timings: {res['timings']}")
     for h in res["results"]:
@@ -813,20 +824,20 @@ def tenants_list(url: Url = None, key: Key = None) -> None:
 @tenants_app.command("keys")
 def tenants_keys(name: str, url: Url = None, key: Key = None) -> None:
     """A tenant's keys ('admin' for the admin's): key_id and creation time (UTC)."""
-    for k in _call("GET", f"/tenants/{name}/keys", url, key):
+    for k in _call("GET", f"/tenants/{path_segment(name, 'the tenant')}/keys", url, key):
         print(f"{k['key_id']}  {_utc(k['created_at'])}")
 
 
 @tenants_app.command("issue-key")
 def tenants_issue_key(name: str, url: Url = None, key: Key = None) -> None:
     """Another key for a tenant; its other keys keep working until revoked."""
-    _show_issued(_call("POST", f"/tenants/{name}/keys", url, key))
+    _show_issued(_call("POST", f"/tenants/{path_segment(name, 'the tenant')}/keys", url, key))
 
 
 @tenants_app.command("revoke-key")
 def tenants_revoke_key(name: str, key_id: str, url: Url = None, key: Key = None) -> None:
     """Revoke one of a tenant's keys by its key_id (401 with it from the next request on)."""
-    _call("DELETE", f"/tenants/{name}/keys/{key_id}", url, key)
+    _call("DELETE", f"/tenants/{path_segment(name, 'the tenant')}/keys/{path_segment(key_id, 'the key id')}", url, key)
     console.print(f"revoked {key_id} of {name!r}")
 
 
@@ -854,7 +865,7 @@ def collections_list(url: Url = None, key: AnyKey = None) -> None:
 @collections_app.command("show")
 def collections_show(name: str, url: Url = None, key: AnyKey = None) -> None:
     """One collection, as the list prints it."""
-    print(_collection_line(_call("GET", f"/collections/{name}", url, key)))
+    print(_collection_line(_call("GET", f"/collections/{path_segment(name, 'the collection')}", url, key)))
 
 
 @collections_app.command("create")
@@ -883,7 +894,7 @@ def collections_delete(
             _fail(RRError(f"deleting {name!r} deletes its documents: pass --yes to confirm"))
         if not typer.confirm(f"delete collection {name!r} and every document in it?"):
             _fail(RRError("not deleted"))
-    _call("DELETE", f"/collections/{name}", url, key)
+    _call("DELETE", f"/collections/{path_segment(name, 'the collection')}", url, key)
     console.print(f"deleted {name!r}")
 
 
@@ -909,7 +920,7 @@ def jobs_list(
 @jobs_app.command("show")
 def jobs_show(job_id: str, url: Url = None, key: AnyKey = None) -> None:
     """A job's state on stdout (status, done of total), then each failed batch's ids and reason, one a line."""
-    j = _call("GET", f"/jobs/{job_id}", url, key)
+    j = _call("GET", f"/jobs/{path_segment(job_id, 'the job id')}", url, key)
     print(f"{j['status']}\t{j['done']}/{j['total']}\t{j['collection']}")
     for e in j["errors"]:
         print(f"failed\t{','.join(map(str, e.get('ids', [])))}\t{e.get('reason', '')}")

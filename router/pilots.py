@@ -329,6 +329,12 @@ class PilotScores:
             names.update(cols)
         return sorted(names)
 
+    @property
+    def complete_experts(self) -> list[str]:
+        """The experts scored on every domain: the only ones Algorithm 1 can build pilots for (an expert registered
+        without scores has a column only in a domain added after it, where every registered expert is scored)."""
+        return [e for e in self.experts if all(e in self.scores.get(d, {}) for d in self.domains)]
+
     def add_domain(self, domain: str, query_ids: Sequence[str], base_embeddings: np.ndarray) -> None:
         if len(query_ids) != len(base_embeddings):
             raise InvalidInput(f"domain {domain!r}: {len(query_ids)} query ids but {len(base_embeddings)} embeddings")

@@ -173,11 +173,20 @@ class Retriever:
             expert = self.registry.add(source)
             try:
                 self._load(expert)
-            except Exception:
+            except Exception as e:
                 self._stamps.pop(expert.name, None)
                 self.registry.remove(expert.name)
+                if isinstance(e, (InvalidInput, NotFound, Conflict)):
+                    raise
+                # A corrupt or foreign adapter file (safetensors, peft, torch errors): the request's fault.
+                raise InvalidInput(
+                    f"path {str(source)!r}: the expert could not be loaded ({type(e).__name__}: {e})", field="path"
+                ) from e
+            try:
+                self.rebuild_pilots(pilot_scores)
+            except Exception:
+                self.unregister(expert.name)
                 raise
-            self.rebuild_pilots(pilot_scores)
             return expert
 
     def unregister(self, name: str) -> None:
@@ -229,10 +238,13 @@ class Retriever:
             scores = PilotScores.load(scores_path)
         if scores is None:
             return
-        scores.save(scores_path)
-        names = [n for n in self.experts if n in scores.experts]
+        complete = set(scores.complete_experts)
+        names = [n for n in self.experts if n in complete]
         homes = {self.manifests[n].manifest.domain: n for n in names}
-        self.library = scores.build(names, homes=homes, like=self.library) if names else None
+        # Built before anything is written: a build that fails leaves the scores and pilots on disk as they were.
+        library = scores.build(names, homes=homes, like=self.library) if names else None
+        scores.save(scores_path)
+        self.library = library
         if self.library is not None:
             self.library.save(self.registry.root / PILOTS_FILE)
             self._pilots_mtime = (self.registry.root / PILOTS_FILE).stat().st_mtime

@@ -335,7 +335,8 @@ class MetaStore:
     def get_job(self, job_id: str, tenant: str | None = None) -> JobInfo:
         job = self._get(f"job:{job_id}")
         if job is None or (tenant is not None and job["tenant"] != tenant):
-            raise NotFound(f"no job {job_id!r}")
+            shown = job_id if len(job_id) <= 80 else f"{job_id[:80]}..."  # not a long path echoed back whole
+            raise NotFound(f"no job {shown!r}")
         # by their keys, which the job's batch count gives: no scan over every job's records
         found = self.store.retrieve(META, [f"batch:{job_id}/{i}" for i in range(int(job["batches"]))])
         batches = [p.payload for p in found]

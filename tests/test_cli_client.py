@@ -176,5 +176,19 @@ def test_collections_and_jobs_from_the_command_line(base_url: str) -> None:
     for args in (["collections", "show", "notes"], ["jobs", "show", "nope"], ["collections", "delete", "x", "--yes"]):
         code, out = _rr(*args, *api)
         assert code == 2 and out.startswith("error:") and "404" in out, out
+    # A name or id is one path segment, quoted: it reached other routes (a list where a job was expected: a
+    # traceback), or a redirect that was taken for an empty answer (a KeyError).
+    for args, shown in (
+        (["jobs", "show", "../collections"], "404"),
+        (["jobs", "show", "?limit=1"], "no job '?limit=1'"),
+        (["collections", "show", "?x"], "404"),
+        (["jobs", "show", ".."], "404"),
+        (["tenants", "revoke-key", "cli-colls", "../../collections/pinned"], "404"),
+    ):
+        code, out = _rr(*args, "--url", base_url, "--key", ADMIN_KEY if args[0] == "tenants" else made["api_key"])
+        assert code == 2 and out.startswith("error:") and shown in out, (args, out)
+    assert httpx.get(f"{base_url}/collections/pinned", headers=bearer(made["api_key"])).status_code == 200
+    code, out = _rr("jobs", "show", "", *api)
+    assert code == 2 and out.startswith("error: the job id must not be empty"), out
     code, out = _rr("collections", "create", "Bad Name", *api)
     assert code == 2 and "400" in out

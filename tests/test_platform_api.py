@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Iterator
@@ -516,6 +517,8 @@ ERROR_CASES: list[tuple[str, str, str, Any, str, int]] = [
     ("get", "/jobs/{job_id}", "/jobs/12345", None, "tenant", 404),
     ("get", "/jobs", "/jobs?status=finished", None, "tenant", 422),
     ("get", "/jobs", "/jobs?limit=0", None, "tenant", 422),
+    ("get", "/jobs", "/jobs?collection=", None, "tenant", 422),  # was [] for a name no collection can have
+    ("get", "/jobs", "/jobs?collection=Docs", None, "tenant", 422),
     ("get", "/jobs", "/jobs", None, "none", 401),
     ("get", "/experts", "/experts", None, "none", 401),
     ("post", "/experts", "/experts", {"path": "/nonexistent"}, "admin", 400),
@@ -759,3 +762,91 @@ def test_a_scoring_that_fails_in_the_queue_says_why_in_the_experts_list(
     aero = {e["name"]: e for e in client.get("/experts", headers=admin(rt)).json()}["aero"]
     assert aero["scoring"]["status"] == "done" and aero["scoring"]["reason"] is None, aero
     assert sorted(aero["scoring"]["domains"]) == ["aero", "bio"] and aero["pilots"] >= 1
+
+
+def _renamed(expert: Path, to: Path, name: str, domain: str) -> Path:
+    """A copy of an expert under another name and domain (its adapter as it is)."""
+    from router.experts import Manifest
+
+    shutil.copytree(expert, to)
+    m = Manifest.load(to)
+    m.name, m.domain = name, domain
+    m.save(to)
+    return to
+
+
+def test_an_unscored_expert_does_not_break_a_new_domains_scoring_and_an_expert_can_be_scored_again(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    client, rt = platform
+    a = admin(rt)
+    data = tmp_path / "beir-and-chem"
+    shutil.copytree(beir_root, data)
+    shutil.copytree(beir_root / "bio", data / "chem")  # a domain the library does not know yet
+    # Registered without data: no scores anywhere. A new domain's scoring scores every expert there, so 'aero' then
+    # had a column in 'chem' only, and every later pilot build failed: the scoring, then each POST and DELETE.
+    assert client.post("/experts", json={"path": str(experts["aero"])}, headers=a).status_code == 201
+    chem = _renamed(experts["bio"], tmp_path / "chem", "chem", "chem")
+    r = client.post("/experts", json={"path": str(chem), "data": str(data)}, headers=a)
+    assert r.status_code == 201, r.text
+    assert rt.queue.join(120)
+    listed = {e["name"]: e for e in client.get("/experts", headers=a).json()}
+    assert listed["chem"]["scoring"]["status"] == "done", listed["chem"]
+    assert listed["chem"]["pilots"] >= 1 and listed["aero"]["pilots"] == 0  # aero stays out until it is scored
+    assert {p.expert for p in rt.retriever.library.pilots} == {"bio", "chem"}
+    assert client.delete("/experts/aero", headers=a).status_code == 204
+    other = _renamed(experts["bio"], tmp_path / "other", "other", "bio")
+    assert client.post("/experts", json={"path": str(other)}, headers=a).status_code == 201
+
+    # The same expert again: a 409 that says what to do; its own registry folder with data scores it again.
+    r = client.post("/experts", json={"path": str(chem), "data": str(data)}, headers=a)
+    assert r.status_code == 409 and "DELETE /experts/chem" in r.json()["detail"], r.text
+    own = rt.retriever.manifests["chem"].path
+    assert client.post("/experts", json={"path": str(own)}, headers=a).status_code == 409  # was a 201
+    shrunk = tmp_path / "shrunk"
+    shutil.copytree(data, shrunk)
+    corpus = shrunk / "chem" / "corpus.jsonl.gz"
+    with gzip.open(corpus, "rt") as fh:
+        lines = fh.readlines()
+    with gzip.open(corpus, "wt") as fh:
+        fh.writelines(lines[:-1])
+    r = client.post("/experts", json={"path": str(own), "data": str(shrunk)}, headers=a)
+    assert r.status_code == 201, r.text
+    assert rt.queue.join(120)
+    chem_now = {e["name"]: e for e in client.get("/experts", headers=a).json()}["chem"]
+    assert chem_now["scoring"]["status"] == "failed", chem_now
+    reason = chem_now["scoring"]["reason"]
+    assert f"corpus of 'chem' has {len(lines) - 1} documents" in reason and str(len(lines)) in reason, reason
+    assert chem_now["pilots"] >= 1  # its pilots from the first scoring stay
+    r = client.post("/experts", json={"path": str(own), "data": str(data)}, headers=a)
+    assert r.status_code == 201 and rt.queue.join(120)
+    assert {e["name"]: e for e in client.get("/experts", headers=a).json()}["chem"]["scoring"]["status"] == "done"
+
+
+def test_expert_registrations_the_queue_could_not_score_or_load_are_400s(
+    platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    client, rt = platform
+    a = admin(rt)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(beir_root, fewer)
+    train = fewer / "bio" / "qrels" / "train.tsv"
+    rows = train.read_text().splitlines()
+    train.write_text("\n".join(rows[:2]) + "\n")  # the header and one judged query of the four
+    r = client.post("/experts", json={"path": str(experts["aero"]), "data": str(fewer)}, headers=a)
+    # it was a 201, then the scoring failed in the queue on a KeyError naming a query id
+    assert r.status_code == 400 and r.json()["field"] == "data", r.text
+    assert "'bio' lacks 3 of the 4 training queries" in r.json()["detail"], r.text
+    broken = tmp_path / "broken"
+    shutil.copytree(experts["aero"], broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    r = client.post("/experts", json={"path": str(broken)}, headers=a)
+    assert r.status_code == 400 and r.json()["field"] == "path", r.text  # was a 500
+    assert "could not be loaded" in r.json()["detail"]
+    no_manifest = tmp_path / "empty-dir"
+    no_manifest.mkdir()
+    for path in (str(no_manifest), "", " "):
+        r = client.post("/experts", json={"path": path}, headers=a)
+        assert r.status_code == 400 and r.json()["field"] == "path", (path, r.text)
+    assert [e["name"] for e in client.get("/experts", headers=a).json()] == ["bio"]
+    assert not (rt.retriever.registry.root / "aero").exists()

@@ -152,6 +152,26 @@ def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
     rt.meta.set_backfill(tenant, collection, expert, None)
 
 
+def _check_same_domain(ds: Any, known: Any, data: str) -> None:
+    """A known domain is scored on the training queries and the corpus its pilots were built on (the API checks the
+    queries before it queues; the folder may have changed since). Scores on another corpus do not compare."""
+    absent = [q for q in known.domains[ds.name] if q not in ds.qrels["train"]]
+    if absent:
+        raise InvalidInput(
+            f"data {data!r}: the train split of {ds.name!r} lacks {len(absent)} of the {len(known.domains[ds.name])} "
+            f"training queries the pilot library was built on (first: {absent[0]!r})",
+            field="data",
+        )
+    if ds.name in known.corpus_sizes:
+        expected = int(known.corpus_sizes[ds.name].sum())
+        if len(ds.corpus) != expected:
+            raise InvalidInput(
+                f"data {data!r}: the corpus of {ds.name!r} has {len(ds.corpus)} documents, the pilot library's "
+                f"{expected}: the other experts were scored against that corpus",
+                field="data",
+            )
+
+
 class ExpertGone(NotFound):
     """The expert to score is not in the registry (removed before or while it was scored)."""
 
@@ -174,6 +194,7 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     known = PilotScores.load(path) if path.is_file() else PilotScores()
     computed = PilotScores()  # only what this scoring adds, merged into the scores as they are at its end
     own_domain = r.manifests[expert].manifest.domain
+    sides = {n: e.manifest.sides for n, e in r.manifests.items()}  # as registered now: one removed later is gone
     scored = []
     try:
         for folder in discover(data):
@@ -186,10 +207,10 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
                 computed.add_domain(ds.name, qids, base_q)
                 computed.add_corpus(ds.name, r.encoder.encode([d.full_text for d in ds.corpus], None, "document"))
             else:
+                _check_same_domain(ds, known, data)
                 computed.add_domain(ds.name, known.domains[ds.name], known.embeddings[ds.name])
-            for name in r.experts if new_domain else [expert]:
-                wb = Workbench(r.encoder, r.manifests[name].manifest.sides)
-                sc = wb.score(ds, "train", name).per_query
+            for name in sorted(sides) if new_domain else [expert]:
+                sc = Workbench(r.encoder, sides[name]).score(ds, "train", name).per_query
                 computed.set_scores(ds.name, name, [sc[q] for q in computed.domains[ds.name]])
             scored.append(ds.name)
     except NotFound as e:  # the encoder no longer has it: removed while it was scored

@@ -81,8 +81,11 @@ def score_expert(self: Any, expert: str, data: str) -> list[str]:
         rt.meta.set_scoring(expert, "retrying", f"{type(e).__name__}: {e}")
         raise
     except ExpertGone:
-        return []  # removed before it was scored: nothing to record
+        return []  # removed before or while it was scored: nothing to record
     except Exception as e:
+        rt.retriever.refresh()
+        if expert not in rt.retriever.manifests:  # removed meanwhile: its record went with it, do not write one
+            return []
         count_error(type(e).__name__, "worker")
         rt.meta.set_scoring(expert, "failed", f"{type(e).__name__}: {e}")
         raise

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from api import service
 from api.deps import PrincipalDep, RuntimeDep
 from api.schemas import JobOut, JobStatus, errors
 
@@ -15,7 +16,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def list_(
     rt: RuntimeDep,
     p: PrincipalDep,
-    collection: Annotated[str | None, Query(description="Only this collection's jobs.")] = None,
+    collection: Annotated[
+        str | None, Query(description="Only this collection's jobs.", pattern=service.NAME_RE.pattern)
+    ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, the newest.")] = 100,
 ) -> list[dict[str, Any]]:
