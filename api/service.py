@@ -15,6 +15,7 @@ from core.errors import Conflict, InvalidInput, NotFound, QueueError
 from core.text import UNICODE_HINT, is_unicode
 from ingest.pipeline import batched, validate_documents
 from router.encoders import BASE
+from store._checks import INT_MAX, INT_MIN
 from store.meta import ADMIN, CollectionInfo, physical_name
 from workers.jobs import fail_batch
 
@@ -151,6 +152,13 @@ def _store_filter(flt: Mapping[str, Any] | None) -> dict[str, Any]:
             )
         if not all(is_unicode(x) for x in values if isinstance(x, str)):
             raise InvalidInput(f"filter value for {k!r} {UNICODE_HINT}", field="filter")
+        big = [x for x in values if isinstance(x, int) and not isinstance(x, bool) and not INT_MIN <= x <= INT_MAX]
+        if big:  # named by the user's key here; the store's own check names its payload path (metadata.<key>)
+            raise InvalidInput(
+                f"filter value for {k!r}: {big[0]} is outside the 64-bit integers ({INT_MIN}..{INT_MAX}) a payload "
+                "holds",
+                field="filter",
+            )
         out[f"metadata.{k}"] = v
     return out
 

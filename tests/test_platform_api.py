@@ -212,6 +212,15 @@ def test_bad_input_names_the_field(
     assert client.get("/collections/docs", headers=h).json()["documents"] == 0  # nothing half-landed
 
 
+def test_a_filter_refusal_names_the_key_as_sent(platform: tuple[TestClient, Runtime]) -> None:
+    client, rt = platform
+    h = tenant(client, rt, "acme")
+    client.post("/collections", json={"name": "docs"}, headers=h)
+    r = client.post("/collections/docs/search", json={"query": "x", "filter": {"n": [1, 2**63]}}, headers=h)
+    assert r.status_code == 400 and r.json()["field"] == "filter", r.text
+    assert "'n'" in r.json()["detail"] and "metadata" not in r.json()["detail"], r.text  # was 'metadata.n'
+
+
 def test_expert_lifecycle_backfill_and_removal(
     platform: tuple[TestClient, Runtime], experts: dict[str, Path], beir_root: Path
 ) -> None:
