@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -425,16 +426,19 @@ def register_expert(rt: Any, path: str, data: str | None = None) -> dict[str, An
 
 
 def _queue_scoring(rt: Any, name: str, data: str, registered_now: bool) -> None:
-    previous = rt.meta.get_scoring(name)
-    rt.meta.set_scoring(name, "queued")
+    previous = rt.meta.scoring_record(name)
+    token = uuid.uuid4().hex  # this request's: a copy of an older request's task still in the queue does nothing
+    rt.meta.set_scoring(name, "queued", token=token)
     try:
-        rt.queue.submit("score_expert", expert=name, data=data)
+        rt.queue.submit("score_expert", expert=name, data=data, token=token)
     except QueueError as e:
         if not registered_now:  # a scoring again that was not queued: the expert keeps its state
             if previous is None:
                 rt.meta.forget_scoring(name)
             else:
-                rt.meta.set_scoring(name, previous["status"], previous["reason"], previous["domains"])
+                rt.meta.set_scoring(
+                    name, previous["status"], previous["reason"], previous["domains"], previous.get("token")
+                )
             raise
         # taken out again, so that the same request can be sent once the queue is back
         rt.retriever.unregister(name)

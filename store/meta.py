@@ -275,11 +275,22 @@ class MetaStore:
 
     # ---- expert scoring (Algorithm 1 run by the queue for a registered expert) --------------------------------
     def set_scoring(
-        self, expert: str, status: str, reason: str | None = None, domains: list[str] | None = None
+        self,
+        expert: str,
+        status: str,
+        reason: str | None = None,
+        domains: list[str] | None = None,
+        token: str | None = None,
     ) -> None:
-        """``status``: queued, running, retrying, done or failed (``reason`` says why; ``domains`` those scored)."""
-        record = {"status": status, "reason": reason, "domains": domains or [], "at": time.time()}
+        """``status``: queued, running, retrying, done or failed (``reason`` says why; ``domains`` those scored).
+        ``token`` names the request the state belongs to (each request queues one), so that a copy of its task the
+        broker delivers again can tell whether the work is done, under way, or superseded."""
+        record = {"status": status, "reason": reason, "domains": domains or [], "at": time.time(), "token": token}
         self._put(f"scoring:{expert}", {"kind": "scoring", "expert": expert, **record})
+
+    def scoring_record(self, expert: str) -> dict[str, Any] | None:
+        """The whole record, its token included (for the task)."""
+        return self._get(f"scoring:{expert}")
 
     def get_scoring(self, expert: str) -> dict[str, Any] | None:
         """The last scoring's state, or None for an expert the queue never scored (shipped with its scores, or

@@ -446,7 +446,8 @@ def test_an_expert_whose_scoring_the_broker_cannot_take_is_not_registered(
         back = rt._queue = RecordingQueue()  # the broker is back
         assert service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))["name"] == "aero"
         assert rt.meta.get_scoring("aero")["status"] == "queued"  # type: ignore[index]
-        assert ("score_expert", {"expert": "aero", "data": str(beir_root)}) in back.sent
+        ((_, kwargs),) = [t for t in back.sent if t[0] == "score_expert"]
+        assert kwargs["expert"] == "aero" and kwargs["data"] == str(beir_root) and kwargs["token"]
     finally:
         celery_app.conf.task_publish_retry = saved["task_publish_retry"]
         CeleryQueue(saved["broker_url"], saved["result_backend"])
@@ -585,3 +586,39 @@ def test_a_scoring_keeps_what_another_wrote_into_the_pilot_scores_meanwhile(
     assert set(final.scores["bio"]) == {"bio", "aero"} and set(final.scores["aero"]) == {"bio", "aero"}
     assert "aero" in {p.expert for p in rt.retriever.library.pilots}
     assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
+
+
+def test_a_scoring_task_delivered_again_runs_only_when_its_request_is_neither_done_nor_under_way(
+    rt: Runtime, tiny_experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis delivers a task again once it has run longer than the visibility timeout (RR_TASK_VISIBILITY_TIMEOUT_S):
+    scoring every corpus can. The copy scored everything a second time, beside the first, in another worker."""
+    from router.workbench import Workbench
+    from workers.jobs import run_score_expert
+
+    assert isinstance(rt.queue, RecordingQueue)
+    service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))
+    ((_, first),) = [t for t in rt.queue.sent if t[0] == "score_expert"]
+    calls = []
+    real_score = Workbench.score
+
+    def counted(self: Workbench, ds: Any, split: str, expert: str | None) -> Any:
+        calls.append(expert)
+        return real_score(self, ds, split, expert)
+
+    monkeypatch.setattr(Workbench, "score", counted)
+    # Under way in another worker that reported progress within the lease: the copy does nothing.
+    rt.meta.set_scoring("aero", "running", token=first["token"])
+    assert run_score_expert(rt, **first, lease_s=900.0) == [] and calls == []
+    # That worker stopped reporting (it died): the copy runs.
+    assert sorted(run_score_expert(rt, **first, lease_s=0.0)) == ["aero", "bio"] and calls
+    assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
+    # Done: a copy delivered afterwards does nothing.
+    calls.clear()
+    assert run_score_expert(rt, **first, lease_s=0.0) == [] and calls == []
+    # Scored again on request: the older request's copy is superseded, the new one runs.
+    service.register_expert(rt, str(rt.retriever.manifests["aero"].path), str(beir_root))
+    second = [k for t, k in rt.queue.sent if t == "score_expert"][-1]
+    assert second["token"] != first["token"]
+    assert run_score_expert(rt, **first, lease_s=0.0) == [] and calls == []
+    assert sorted(run_score_expert(rt, **second, lease_s=900.0)) == ["aero", "bio"] and calls

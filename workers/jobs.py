@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from core import metrics
@@ -176,10 +177,28 @@ class ExpertGone(NotFound):
     """The expert to score is not in the registry (removed before or while it was scored)."""
 
 
-def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
+def _scoring_to_skip(rt: Any, expert: str, token: str, lease_s: float) -> str | None:
+    """Why a delivery of the scoring task that queued ``token`` must not run, or None. The broker delivers a task
+    again when it ran longer than its visibility timeout (``lease_s``; scoring every corpus can take longer): the
+    copy finds the request done, superseded by a newer one, or under way in a worker that still reports progress.
+    One whose worker stopped reporting (it died) runs."""
+    rec = rt.meta.scoring_record(expert)
+    if rec is None or rec.get("token") != token:
+        return "a newer request superseded it (or the expert was removed)"
+    if rec["status"] in ("done", "failed"):
+        return f"it is {rec['status']} already"
+    if rec["status"] == "running" and time.time() - float(rec["at"]) < lease_s:
+        return "another worker is scoring it (it reported progress within the visibility timeout)"
+    return None
+
+
+def run_score_expert(
+    rt: Any, expert: str, data: str, token: str | None = None, lease_s: float = float("inf")
+) -> list[str]:
     """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
     domain, which joins the library with its corpus pilots), then rebuild the pilots. No gradient training. Returns
-    the domains scored."""
+    the domains scored. ``token`` is the request's (see :func:`_scoring_to_skip`); progress is recorded after each
+    expert scored on a domain."""
     from ingest.beir import discover, load_dataset
     from router.pilots import PilotScores
     from router.serving import SCORES_FILE
@@ -189,13 +208,16 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     r.refresh()
     if expert not in r.manifests:
         raise ExpertGone(f"unknown expert {expert!r}")
-    rt.meta.set_scoring(expert, "running")
+    if token is not None and (why := _scoring_to_skip(rt, expert, token, lease_s)) is not None:
+        log.info("scoring of %s delivered again, not run: %s", expert, why)
+        return []
+    rt.meta.set_scoring(expert, "running", token=token)
     path = r.registry.root / SCORES_FILE
     known = PilotScores.load(path) if path.is_file() else PilotScores()
     computed = PilotScores()  # only what this scoring adds, merged into the scores as they are at its end
     own_domain = r.manifests[expert].manifest.domain
     sides = {n: e.manifest.sides for n, e in r.manifests.items()}  # as registered now: one removed later is gone
-    scored = []
+    scored: list[str] = []
     try:
         for folder in discover(data):
             if folder.name not in known.domains and folder.name != own_domain:
@@ -212,6 +234,7 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
             for name in sorted(sides) if new_domain else [expert]:
                 sc = Workbench(r.encoder, sides[name]).score(ds, "train", name).per_query
                 computed.set_scores(ds.name, name, [sc[q] for q in computed.domains[ds.name]])
+                rt.meta.set_scoring(expert, "running", domains=scored, token=token)  # progress: still alive
             scored.append(ds.name)
     except NotFound as e:  # the encoder no longer has it: removed while it was scored
         r.refresh()
@@ -221,5 +244,5 @@ def run_score_expert(rt: Any, expert: str, data: str) -> list[str]:
     with rt.meta.update_lock:  # another process's scoring merges before or after this one, not over it
         if expert not in r.merge_scores(computed):  # removed while it was scored: its pilots must not come back
             raise ExpertGone(f"expert {expert!r} was removed while it was scored")
-    rt.meta.set_scoring(expert, "done", domains=scored)
+    rt.meta.set_scoring(expert, "done", domains=scored, token=token)
     return scored

@@ -68,17 +68,17 @@ def drop_vector(tenant: str, collection: str, expert: str) -> None:
 
 
 @celery_app.task(bind=True, name="rr.score_expert", acks_late=True, **RETRY)
-def score_expert(self: Any, expert: str, data: str) -> list[str]:
+def score_expert(self: Any, expert: str, data: str, token: str | None = None) -> list[str]:
     """Its state is in the expert's scoring record (GET /experts): a failure is there with its reason."""
     rt = get_runtime()
     try:
-        return run_score_expert(rt, expert, data)
+        return run_score_expert(rt, expert, data, token, lease_s=rt.settings.task_visibility_timeout_s)
     except StoreError as e:
         count_error(type(e).__name__, "worker")
         if self.request.retries >= self.max_retries:
-            rt.meta.set_scoring(expert, "failed", f"store error after {self.max_retries} retries: {e}")
+            rt.meta.set_scoring(expert, "failed", f"store error after {self.max_retries} retries: {e}", token=token)
             return []
-        rt.meta.set_scoring(expert, "retrying", f"{type(e).__name__}: {e}")
+        rt.meta.set_scoring(expert, "retrying", f"{type(e).__name__}: {e}", token=token)
         raise
     except ExpertGone:
         return []  # removed before or while it was scored: nothing to record
@@ -87,5 +87,5 @@ def score_expert(self: Any, expert: str, data: str) -> list[str]:
         if expert not in rt.retriever.manifests:  # removed meanwhile: its record went with it, do not write one
             return []
         count_error(type(e).__name__, "worker")
-        rt.meta.set_scoring(expert, "failed", f"{type(e).__name__}: {e}")
+        rt.meta.set_scoring(expert, "failed", f"{type(e).__name__}: {e}", token=token)
         raise
