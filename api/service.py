@@ -473,15 +473,7 @@ def _check_scoring_data(rt: Any, src: Path, data: Path) -> None:
         )
     for folder in folders:
         if folder.name in known:  # the same training queries the other experts were scored on, or a superset
-            have = load_qrels(folder, "train")
-            absent = [q for q in library.domains[folder.name] if q not in have]
-            if absent:
-                raise InvalidInput(
-                    f"data {str(data)!r}: the train split of {folder.name!r} lacks {len(absent)} of the "
-                    f"{len(library.domains[folder.name])} training queries the pilot library was built on (first: "
-                    f"{absent[0]!r}); every expert is scored on the same queries",
-                    field="data",
-                )
+            library.check_training_queries(folder.name, load_qrels(folder, "train"), str(data))
     if own not in known and own not in with_train:
         raise InvalidInput(
             f"data {str(data)!r} has no train split of the expert's own domain {own!r}, which the pilot library does "

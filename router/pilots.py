@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,6 +334,18 @@ class PilotScores:
         """The experts scored on every domain: the only ones Algorithm 1 can build pilots for (an expert registered
         without scores has a column only in a domain added after it, where every registered expert is scored)."""
         return [e for e in self.experts if all(e in self.scores.get(d, {}) for d in self.domains)]
+
+    def check_training_queries(self, domain: str, have: Container[str], data: str) -> None:
+        """Refuse (400, ``data``) a train split of a known domain lacking some of the queries its columns hold:
+        every expert is scored on the same queries."""
+        absent = [q for q in self.domains[domain] if q not in have]
+        if absent:
+            raise InvalidInput(
+                f"data {data!r}: the train split of {domain!r} lacks {len(absent)} of the {len(self.domains[domain])} "
+                f"training queries the pilot library was built on (first: {absent[0]!r}); every expert is scored on "
+                "the same queries",
+                field="data",
+            )
 
     def add_domain(self, domain: str, query_ids: Sequence[str], base_embeddings: np.ndarray) -> None:
         if len(query_ids) != len(base_embeddings):

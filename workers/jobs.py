@@ -156,13 +156,7 @@ def run_drop_vector(rt: Any, tenant: str, collection: str, expert: str) -> None:
 def _check_same_domain(ds: Any, known: Any, data: str) -> None:
     """A known domain is scored on the training queries and the corpus its pilots were built on (the API checks the
     queries before it queues; the folder may have changed since). Scores on another corpus do not compare."""
-    absent = [q for q in known.domains[ds.name] if q not in ds.qrels["train"]]
-    if absent:
-        raise InvalidInput(
-            f"data {data!r}: the train split of {ds.name!r} lacks {len(absent)} of the {len(known.domains[ds.name])} "
-            f"training queries the pilot library was built on (first: {absent[0]!r})",
-            field="data",
-        )
+    known.check_training_queries(ds.name, ds.qrels["train"], data)
     if ds.name in known.corpus_sizes:
         expected = int(known.corpus_sizes[ds.name].sum())
         if len(ds.corpus) != expected:
