@@ -588,6 +588,42 @@ def test_a_scoring_keeps_what_another_wrote_into_the_pilot_scores_meanwhile(
     assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
 
 
+def test_a_scoring_reports_progress_while_one_step_encodes(
+    rt: Runtime, tiny_experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress was recorded only after each expert was scored on a domain: one step (a document expert on a large
+    corpus, vectors not cached yet) ran past the visibility timeout, and the broker's copy of the task, seeing no
+    progress, scored it all again beside it (two real workers, ArguAna's corpus encoded for minutes)."""
+    from router.workbench import Workbench
+    from workers.jobs import run_score_expert
+
+    assert isinstance(rt.queue, RecordingQueue)
+    service.register_expert(rt, str(tiny_experts["aero"]), str(beir_root))
+    ((_, task),) = [t for t in rt.queue.sent if t[0] == "score_expert"]
+    in_step: list[bool] = [False]
+    marks: list[bool] = []
+    real_score, real_mark = Workbench.score, rt.meta.set_scoring
+
+    def step(self: Workbench, ds: Any, split: str, expert: str | None) -> Any:
+        in_step[0] = True
+        try:
+            return real_score(self, ds, split, expert)
+        finally:
+            in_step[0] = False
+
+    def mark(name: str, status: str, *args: Any, **kwargs: Any) -> None:
+        if status == "running":
+            marks.append(in_step[0])
+        real_mark(name, status, *args, **kwargs)
+
+    monkeypatch.setattr(Workbench, "score", step)
+    monkeypatch.setattr(rt.meta, "set_scoring", mark)
+    # A lease of 0: the scoring reports at every batch the encoder finishes.
+    assert sorted(run_score_expert(rt, **task, lease_s=0.0)) == ["aero", "bio"]
+    assert any(marks), "no progress recorded while a step was encoding"
+    assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
+
+
 def test_a_scoring_task_delivered_again_runs_only_when_its_request_is_neither_done_nor_under_way(
     rt: Runtime, tiny_experts: dict[str, Path], beir_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -191,8 +191,9 @@ def run_score_expert(
 ) -> list[str]:
     """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
     domain, which joins the library with its corpus pilots), then rebuild the pilots. No gradient training. Returns
-    the domains scored. ``token`` is the request's (see :func:`_scoring_to_skip`); progress is recorded after each
-    expert scored on a domain."""
+    the domains scored. ``token`` is the request's (see :func:`_scoring_to_skip`); progress is recorded while it
+    encodes, at least every quarter of ``lease_s`` (at most every minute), and after each expert scored on a domain:
+    one step (a document expert on a large corpus, or vectors not yet cached) can take longer than the lease."""
     from ingest.beir import discover, load_dataset
     from router.pilots import PilotScores
     from router.serving import SCORES_FILE
@@ -206,12 +207,24 @@ def run_score_expert(
         log.info("scoring of %s delivered again, not run: %s", expert, why)
         return []
     rt.meta.set_scoring(expert, "running", token=token)
+    scored: list[str] = []
+    every = min(60.0, lease_s / 4)
+    last = time.monotonic()
+
+    def alive(_n: int) -> None:  # the encoder's progress callback: still under way
+        nonlocal last
+        if time.monotonic() - last >= every:
+            rt.meta.set_scoring(expert, "running", domains=scored, token=token)
+            last = time.monotonic()
+
+    def bench(mode: str) -> Workbench:
+        return Workbench(r.encoder, mode, lambda _label, _total: alive)
+
     path = r.registry.root / SCORES_FILE
     known = PilotScores.load(path) if path.is_file() else PilotScores()
     computed = PilotScores()  # only what this scoring adds, merged into the scores as they are at its end
     own_domain = r.manifests[expert].manifest.domain
     sides = {n: e.manifest.sides for n, e in r.manifests.items()}  # as registered now: one removed later is gone
-    scored: list[str] = []
     try:
         for folder in discover(data):
             if folder.name not in known.domains and folder.name != own_domain:
@@ -219,14 +232,15 @@ def run_score_expert(
             ds = load_dataset(folder, ("train",))
             new_domain = ds.name not in known.domains
             if new_domain:
-                qids, base_q = Workbench(r.encoder, "query").query_matrix(ds, "train", None)
+                qids, base_q = bench("query").query_matrix(ds, "train", None)
                 computed.add_domain(ds.name, qids, base_q)
-                computed.add_corpus(ds.name, r.encoder.encode([d.full_text for d in ds.corpus], None, "document"))
+                docs = [d.full_text for d in ds.corpus]
+                computed.add_corpus(ds.name, r.encoder.encode(docs, None, "document", progress=alive))
             else:
                 _check_same_domain(ds, known, data)
                 computed.add_domain(ds.name, known.domains[ds.name], known.embeddings[ds.name])
             for name in sorted(sides) if new_domain else [expert]:
-                sc = Workbench(r.encoder, sides[name]).score(ds, "train", name).per_query
+                sc = bench(sides[name]).score(ds, "train", name).per_query
                 computed.set_scores(ds.name, name, [sc[q] for q in computed.domains[ds.name]])
                 rt.meta.set_scoring(expert, "running", domains=scored, token=token)  # progress: still alive
             scored.append(ds.name)
