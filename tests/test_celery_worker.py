@@ -230,3 +230,40 @@ def test_a_task_a_worker_holds_is_counted_as_held_not_waiting() -> None:
     finally:
         CeleryQueue(*saved)
         redis.Redis.from_url(REDIS).flushdb()
+
+
+def test_a_task_sent_for_later_waits_its_delay() -> None:
+    """A scoring's copy that finds the scoring under way in another worker asks to look again later
+    (`submit_later`): on Redis, a message with its ETA; in-process, a timer."""
+    from datetime import datetime
+
+    from kombu.utils.json import loads
+
+    from workers.app import celery_app
+    from workers.queue import CeleryQueue, LocalQueue
+
+    _redis()
+    redis.Redis.from_url(REDIS).flushdb()
+    saved = (celery_app.conf.broker_url, celery_app.conf.result_backend)
+    q = CeleryQueue(REDIS)
+    try:
+        sent_at = time.time()
+        q.submit_later("drop_vector", 300.0, tenant="acme", collection="docs", expert="gone")  # no worker here
+        with celery_app.connection_for_write() as conn:
+            message = conn.default_channel.basic_get("rr", no_ack=True)
+            assert message is not None
+            eta = datetime.fromisoformat(message.headers["eta"]).timestamp()
+            assert 299.0 <= eta - sent_at <= 301.0 + (time.time() - sent_at)
+            assert loads(message.body)[1] == {"tenant": "acme", "collection": "docs", "expert": "gone"}
+    finally:
+        CeleryQueue(*saved)
+        redis.Redis.from_url(REDIS).flushdb()
+
+    local = LocalQueue()
+    local.close()  # no worker thread: what the timer queues stays in the queue
+    local.submit_later("drop_vector", 0.3, tenant="acme", collection="docs", expert="gone")
+    assert local.depth() == 0
+    deadline = time.monotonic() + 10
+    while local.depth() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert local.depth() == 1

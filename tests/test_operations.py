@@ -31,9 +31,13 @@ class RecordingQueue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.later: list[tuple[str, float, dict[str, Any]]] = []
 
     def submit(self, task: str, **kwargs: Any) -> None:
         self.sent.append((task, kwargs))
+
+    def submit_later(self, task: str, delay_s: float, **kwargs: Any) -> None:
+        self.later.append((task, delay_s, kwargs))
 
     def depth(self) -> int:
         return len(self.sent)
@@ -643,15 +647,18 @@ def test_a_scoring_task_delivered_again_runs_only_when_its_request_is_neither_do
         return real_score(self, ds, split, expert)
 
     monkeypatch.setattr(Workbench, "score", counted)
-    # Under way in another worker that reported progress within the lease: the copy does nothing.
+    # Under way in another worker that reported progress within the lease: the copy does nothing now, and looks
+    # again in half the lease (the copy is acknowledged: were that worker to die, nothing else would come back).
     rt.meta.set_scoring("aero", "running", token=first["token"])
     assert run_score_expert(rt, **first, lease_s=900.0) == [] and calls == []
+    assert rt.queue.later == [("score_expert", 450.0, first)]
     # That worker stopped reporting (it died): the copy runs.
     assert sorted(run_score_expert(rt, **first, lease_s=0.0)) == ["aero", "bio"] and calls
     assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
     # Done: a copy delivered afterwards does nothing.
     calls.clear()
     assert run_score_expert(rt, **first, lease_s=0.0) == [] and calls == []
+    assert len(rt.queue.later) == 1  # done: nothing more to look at
     # Scored again on request: the older request's copy is superseded, the new one runs.
     service.register_expert(rt, str(rt.retriever.manifests["aero"].path), str(beir_root))
     second = [k for t, k in rt.queue.sent if t == "score_expert"][-1]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 from core import metrics
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, QueueError
 from ingest.pipeline import backfill_vector, index_documents, update_documents, validate_documents
 from router.pilots import BASE
 from store.meta import CollectionInfo
@@ -171,18 +172,21 @@ class ExpertGone(NotFound):
     """The expert to score is not in the registry (removed before or while it was scored)."""
 
 
+UNDER_WAY = "another worker is scoring it (it reported progress within the visibility timeout)"
+
+
 def _scoring_to_skip(rt: Any, expert: str, token: str, lease_s: float) -> str | None:
     """Why a delivery of the scoring task that queued ``token`` must not run, or None. The broker delivers a task
     again when it ran longer than its visibility timeout (``lease_s``; scoring every corpus can take longer): the
-    copy finds the request done, superseded by a newer one, or under way in a worker that still reports progress.
-    One whose worker stopped reporting (it died) runs."""
+    copy finds the request done, superseded by a newer one, or under way in a worker that still reports progress
+    (:data:`UNDER_WAY`: it is looked at again later). One whose worker stopped reporting (it died) runs."""
     rec = rt.meta.scoring_record(expert)
     if rec is None or rec.get("token") != token:
         return "a newer request superseded it (or the expert was removed)"
     if rec["status"] in ("done", "failed"):
         return f"it is {rec['status']} already"
     if rec["status"] == "running" and time.time() - float(rec["at"]) < lease_s:
-        return "another worker is scoring it (it reported progress within the visibility timeout)"
+        return UNDER_WAY
     return None
 
 
@@ -204,6 +208,14 @@ def run_score_expert(
     if expert not in r.manifests:
         raise ExpertGone(f"unknown expert {expert!r}")
     if token is not None and (why := _scoring_to_skip(rt, expert, token, lease_s)) is not None:
+        if why == UNDER_WAY and math.isfinite(lease_s):
+            # This copy is acknowledged and the broker keeps no other: should that worker die, nothing would come
+            # back. Look again in half the lease (below the visibility timeout, so the broker holds one copy).
+            try:
+                rt.queue.submit_later("score_expert", lease_s / 2, expert=expert, data=data, token=token)
+                why += f"; looking again in {lease_s / 2:.0f} s"
+            except QueueError as e:  # not a failure of the scoring, which runs elsewhere
+                log.warning("scoring of %s: the queue did not take the later look at it: %s", expert, e)
         log.info("scoring of %s delivered again, not run: %s", expert, why)
         return []
     rt.meta.set_scoring(expert, "running", token=token)

@@ -44,12 +44,20 @@ class CeleryQueue:
     def submit(self, task: str, **kwargs: Any) -> None:
         """Send a task; a broker that cannot take it (unreachable, refusing) is a :class:`QueueError`, answered
         503, once Celery's own publish retries (``task_publish_retry_policy``) are spent."""
+        self._send(task, kwargs, None)
+
+    def submit_later(self, task: str, delay_s: float, **kwargs: Any) -> None:
+        """Send a task that runs ``delay_s`` from now (Celery's countdown: a worker holds it until then; keep it
+        below the visibility timeout, or Redis delivers it again meanwhile)."""
+        self._send(task, kwargs, delay_s)
+
+    def _send(self, task: str, kwargs: dict[str, Any], countdown: float | None) -> None:
         from kombu.exceptions import KombuError, OperationalError
 
         from workers import tasks
 
         try:
-            getattr(tasks, task).apply_async(kwargs=kwargs)
+            getattr(tasks, task).apply_async(kwargs=kwargs, countdown=countdown)
         except (OperationalError, KombuError, OSError) as e:
             raise QueueError(f"the task queue at {_safe_url(self.app.conf.broker_url)} did not take {task}: {e}") from e
 
@@ -89,6 +97,12 @@ class LocalQueue:
     def submit(self, task: str, **kwargs: Any) -> None:
         self._idle.clear()
         self._q.put((task, kwargs))
+
+    def submit_later(self, task: str, delay_s: float, **kwargs: Any) -> None:
+        """Queue a task ``delay_s`` from now (a timer thread; lost with the process, like the queue itself)."""
+        timer = threading.Timer(delay_s, self.submit, (task,), kwargs)
+        timer.daemon = True
+        timer.start()
 
     def depth(self) -> int:
         return self._q.qsize()
