@@ -49,12 +49,14 @@ class Runtime:
         if s.store_url == "embedded-shared":
             return UpdateLock(file_lock(Path(s.data_dir) / "meta.lock"))
         if s.store_url.startswith(("http://", "https://")):
+            if s.lock_url is not None:
+                return UpdateLock(redis_lock(s.lock_url, s.store_url))
             if s.broker_url.startswith(("redis://", "rediss://")):
                 return UpdateLock(redis_lock(s.broker_url, s.store_url))
             if not s.broker_url.startswith("memory://"):
                 log.warning(
                     "metadata updates are locked within each process only: processes sharing the Qdrant server "
-                    "have no lock in common with broker %s (a Redis broker gives them one)",
+                    "have no lock in common with broker %s (set RR_LOCK_URL to a Redis, or use a Redis broker)",
                     s.broker_url.split("://", 1)[0],
                 )
         return UpdateLock()

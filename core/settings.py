@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field("memory://", description="'memory://' runs an in-process worker; redis://... for Celery.")
     result_backend: str | None = None
+    lock_url: str | None = Field(
+        None,
+        description="A Redis (redis://, rediss://) for the metadata lock of processes sharing a Qdrant server; "
+        "unset: the broker's Redis, when the broker is one.",
+    )
     admin_key: str | None = None
     api_url: str | None = Field(None, description="Where `rr ingest`/`rr search` send requests (default host:port).")
     api_key: str | None = Field(None, description="Key for `rr ingest`/`rr search` (default: the admin key file).")
@@ -117,6 +122,13 @@ class Settings(BaseSettings):
             f"RR_BROKER_URL must be a Celery broker URL: memory:// (the in-process worker), redis://HOST:6379/0, "
             f"rediss://, amqp://..., got {v!r}"
         )
+
+    @field_validator("lock_url")
+    @classmethod
+    def _lock_url(cls, v: str | None) -> str | None:
+        if v is None or v.startswith(("redis://", "rediss://")):
+            return v
+        raise ValueError(f"RR_LOCK_URL must be a Redis URL (redis://HOST:6379/0 or rediss://...), got {v!r}")
 
     @field_validator("store_url")
     @classmethod

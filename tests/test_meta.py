@@ -273,6 +273,46 @@ def test_two_processes_on_a_qdrant_server_share_a_redis_lock(tmp_path: Path) -> 
         store.close()
 
 
+def test_processes_on_a_qdrant_server_with_another_broker_lock_in_the_redis_named_by_lock_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a RabbitMQ broker (or any but Redis) the processes sharing a Qdrant server had no lock in common, and
+    nothing to set: RR_LOCK_URL names a Redis for it."""
+    import hashlib
+    import logging
+
+    import redis
+    from pydantic import ValidationError
+
+    from core.runtime import Runtime
+    from core.settings import Settings
+
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except redis.RedisError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis at {REDIS}: {e}")
+    server = f"http://127.0.0.1:{_closed_port()}"  # the lock is taken before, and apart from, any store call
+    common: dict[str, Any] = {
+        "store_url": server,
+        "broker_url": "amqp://guest:guest@127.0.0.1:5672//",
+        "data_dir": tmp_path,
+    }
+    key = f"rr:meta-lock:{hashlib.sha256(server.encode()).hexdigest()[:16]}"
+    client = redis.Redis.from_url(REDIS)
+    lock = Runtime(Settings(**common, lock_url=REDIS))._meta_lock()
+    with lock:
+        assert client.exists(key)  # held in Redis, where every process looks
+    assert not client.exists(key)
+
+    with caplog.at_level(logging.WARNING, logger="core.runtime"):
+        alone = Runtime(Settings(**common))._meta_lock()
+    assert alone._across is None and "RR_LOCK_URL" in caplog.text
+    with pytest.raises(ValidationError, match="RR_LOCK_URL must be a Redis URL"):
+        Settings(**common, lock_url="amqp://127.0.0.1//")
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
