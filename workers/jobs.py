@@ -196,8 +196,8 @@ def run_score_expert(
     """Algorithm 1 for a newly registered expert: score it on every known domain's training queries (and on its own
     domain, which joins the library with its corpus pilots), then rebuild the pilots. No gradient training. Returns
     the domains scored. ``token`` is the request's (see :func:`_scoring_to_skip`); progress is recorded while it
-    encodes, at least every quarter of ``lease_s`` (at most every minute), and after each expert scored on a domain:
-    one step (a document expert on a large corpus, or vectors not yet cached) can take longer than the lease."""
+    encodes, at least every quarter of ``lease_s`` (at most every minute), and after each domain: one expert on one
+    domain (a document expert on a large corpus, or vectors not yet cached) can take longer than the lease."""
     from ingest.beir import discover, load_dataset
     from router.pilots import PilotScores
     from router.serving import SCORES_FILE
@@ -223,11 +223,14 @@ def run_score_expert(
     every = min(60.0, lease_s / 4)
     last = time.monotonic()
 
-    def alive(_n: int) -> None:  # the encoder's progress callback: still under way
+    def mark() -> None:  # still under way
         nonlocal last
+        rt.meta.set_scoring(expert, "running", domains=scored, token=token)
+        last = time.monotonic()
+
+    def alive(_n: int) -> None:  # the encoder's progress callback
         if time.monotonic() - last >= every:
-            rt.meta.set_scoring(expert, "running", domains=scored, token=token)
-            last = time.monotonic()
+            mark()
 
     def bench(mode: str) -> Workbench:
         return Workbench(r.encoder, mode, lambda _label, _total: alive)
@@ -254,8 +257,8 @@ def run_score_expert(
             for name in sorted(sides) if new_domain else [expert]:
                 sc = bench(sides[name]).score(ds, "train", name).per_query
                 computed.set_scores(ds.name, name, [sc[q] for q in computed.domains[ds.name]])
-                rt.meta.set_scoring(expert, "running", domains=scored, token=token)  # progress: still alive
             scored.append(ds.name)
+            mark()
     except NotFound as e:  # the encoder no longer has it: removed while it was scored
         r.refresh()
         if expert not in r.manifests:
