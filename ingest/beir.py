@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import DataFormatError, NotFound
+from core.errors import DataFormatError, InvalidInput, NotFound
 from store._checks import first_non_json, non_json_problem
 
 
@@ -47,10 +48,13 @@ def _find(folder: Path, stem: str) -> Path:
 
 def _iter_lines(path: Path) -> Generator[tuple[int, str]]:
     """The file's lines with their numbers (from 1), each decoded as UTF-8 on its own, so that a bad byte is
-    reported with its line; a file that cannot be read (a truncated gzip) is a :class:`DataFormatError` too."""
+    reported with its line; a byte-order mark opening the file is not part of its first line (editors on Windows
+    write one). A file that cannot be read (a truncated or damaged gzip) is a :class:`DataFormatError` too."""
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -58,7 +62,7 @@ def _iter_lines(path: Path) -> Generator[tuple[int, str]]:
                         str(path), lineno, None, f"not valid UTF-8 (byte {e.start + 1} of the line: {e.reason})"
                     ) from None
                 yield lineno, line
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise DataFormatError(str(path), None, None, f"cannot be read: {e}") from None
 
 
@@ -131,6 +135,11 @@ def available_splits(folder: str | Path) -> list[str]:
 
 
 def load_qrels(folder: str | Path, split: str) -> Qrels:
+    """A split's judgements: three tab-separated columns (``query-id  corpus-id  score``, the score an integer
+    grade), one row per pair. A row of another width (a TREC qrels file has four), a fractional grade and a pair
+    judged twice are errors: each would be misread without a word."""
+    if not split or split in (".", "..") or any(c in split for c in "/\\"):
+        raise InvalidInput(f"split must be a qrels file's name under qrels/, got {split!r}", field="split")
     path = Path(folder) / "qrels" / f"{split}.tsv"
     if not path.is_file():
         have = ", ".join(available_splits(folder)) or "none"
@@ -150,18 +159,27 @@ def load_qrels(folder: str | Path, split: str) -> Qrels:
                     header_checked = True
                     if row[0].strip().lower() in ("query-id", "query_id", "qid"):
                         continue
-                if len(row) < 3:
-                    raise DataFormatError(str(path), lineno, None, f"expected 3 tab-separated columns, got {len(row)}")
+                if len(row) != 3:
+                    trec = " (a TREC qrels row: query-id, iteration, corpus-id, score?)" if len(row) == 4 else ""
+                    raise DataFormatError(
+                        str(path), lineno, None, f"expected 3 tab-separated columns, got {len(row)}{trec}"
+                    )
                 qid, did, score = row[0].strip(), row[1].strip(), row[2].strip()
                 if not qid:
                     raise DataFormatError(str(path), lineno, "query-id", "empty")
                 if not did:
                     raise DataFormatError(str(path), lineno, "corpus-id", "empty")
                 try:
-                    grade = int(float(score))
+                    value = float(score)
+                    grade = int(value)
                 except (ValueError, OverflowError):  # 'high'; 'nan' and 'inf' have no integer grade
                     raise DataFormatError(str(path), lineno, "score", f"not a finite number: {score!r}") from None
-                qrels.setdefault(qid, {})[did] = grade
+                if grade != value:
+                    raise DataFormatError(str(path), lineno, "score", f"a grade is an integer, got {score!r}")
+                judged = qrels.setdefault(qid, {})
+                if did in judged:
+                    raise DataFormatError(str(path), lineno, "corpus-id", f"{did!r} is judged twice for {qid!r}")
+                judged[did] = grade
         except csv.Error as e:
             raise DataFormatError(str(path), reader.line_num, None, f"not a tab-separated line ({e})") from None
     return qrels
@@ -205,8 +223,11 @@ def load_dataset(
     have = available_splits(path)
     qrels = {s: load_qrels(path, s) for s in splits if s in have or s not in optional}
     corpus = list(iter_corpus(path))
+    if not corpus:
+        raise DataFormatError(str(_find(path, "corpus")), None, None, "holds no document")
     queries = load_queries(path)
-    return BeirDataset(path.name, path, corpus, queries, qrels)
+    name = path.name if path.name not in ("", "..") else path.resolve().name  # `--data .` is named after the folder
+    return BeirDataset(name, path, corpus, queries, qrels)
 
 
 def discover(root: str | Path) -> list[Path]:

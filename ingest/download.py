@@ -77,9 +77,10 @@ def download_beir(name: str, out: str | Path, url: str | None = None, show_progr
         try:
             with zipfile.ZipFile(archive) as zf:
                 unpacked = Path(tmp) / "unpacked"
+                inside = unpacked.resolve()
                 for member in zf.namelist():
                     target = (unpacked / member).resolve()
-                    if not str(target).startswith(str(unpacked.resolve())):
+                    if not target.is_relative_to(inside):  # not a string prefix: unpacked2/ starts with unpacked
                         raise RRError(f"{url}: archive member {member!r} escapes the target folder")
                 zf.extractall(unpacked)
         except zipfile.BadZipFile as e:  # also a member whose CRC does not match: a damaged archive

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import DataFormatError, NotFound
+from core.errors import DataFormatError, InvalidInput, NotFound
 from ingest.beir import discover, iter_corpus, load_dataset, load_qrels, load_queries
 
 
@@ -173,3 +173,65 @@ def test_a_requested_split_that_is_missing_is_an_error_unless_optional(tmp_path:
     assert set(load_dataset(d, ("train", "test"), optional=("train",)).qrels) == {"test"}
     with pytest.raises(NotFound, match=r"no corpus\.jsonl"):  # not a collection: said before any split
         load_dataset(tmp_path, ("train",))
+
+
+def test_a_damaged_gzip_body_is_a_clear_error(tmp_path: Path) -> None:
+    """Bytes flipped inside the compressed data: zlib's error was a traceback (a truncated file was caught)."""
+    d = tmp_path / "g"
+    d.mkdir()
+    data = bytearray(gzip.compress(b"".join(b'{"_id": "q%d", "text": "words %d"}\n' % (i, i * i) for i in range(400))))
+    for i in range(200, 260):
+        data[i] ^= 0xFF
+    (d / "queries.jsonl.gz").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="cannot be read") as err:
+        load_queries(d)
+    assert "queries.jsonl.gz" in str(err.value)
+
+
+def test_a_byte_order_mark_opening_a_file_is_not_data(tmp_path: Path) -> None:
+    """A qrels file saved with a BOM had its header read as a judgement ("field 'score': not a finite number")."""
+    d = _qrels(tmp_path, "\ufeffquery-id\tcorpus-id\tscore\nq1\td1\t1\n".encode())
+    assert load_qrels(d, "test") == {"q1": {"d1": 1}}
+    (d / "corpus.jsonl").write_bytes("\ufeff".encode() + json.dumps({"_id": "d1", "text": "a"}).encode() + b"\n")
+    assert [doc.id for doc in iter_corpus(d)] == ["d1"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "field", "message"),
+    [
+        ("q1\t0\td1\t1\n", None, "got 4 (a TREC qrels row"),  # was read as corpus-id '0', grade from 'd1'... silently
+        ("q1\td1\t1\textra\n", None, "expected 3 tab-separated columns, got 4"),
+        ("q1\td1\t0.7\n", "score", "a grade is an integer, got '0.7'"),  # was truncated to 0
+        ("q1\td1\t1\nq1\td1\t0\n", "corpus-id", "'d1' is judged twice for 'q1'"),  # the last one won
+    ],
+)
+def test_qrels_rows_that_would_be_misread_are_errors(
+    tmp_path: Path, rows: str, field: str | None, message: str
+) -> None:
+    d = _qrels(tmp_path, "query-id\tcorpus-id\tscore\n" + rows)
+    with pytest.raises(DataFormatError, match=message.replace("(", r"\(")) as err:
+        load_qrels(d, "test")
+    assert err.value.field == field and "test.tsv:" in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["../../outside", "a/b", "..", "", "a\\b"])
+def test_a_split_is_a_name_not_a_path(tmp_path: Path, split: str) -> None:
+    d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})])
+    (tmp_path / "outside.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")  # read before the check
+    with pytest.raises(InvalidInput, match="split must be a qrels file's name") as err:
+        load_qrels(d, split)
+    assert err.value.field == "split"
+
+
+def test_an_empty_corpus_and_a_collection_named_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rr eval` on an empty corpus printed nDCG@10 = 0.0000 and succeeded; `--data .` made a collection named ''
+    (an expert trained on it failed at its very end, 'domain must not be empty')."""
+    d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})])
+    monkeypatch.chdir(d)
+    assert load_dataset(".", ("test",)).name == "c"
+    monkeypatch.chdir(d / "qrels")
+    assert load_dataset("..", ("test",)).name == "c"
+    (d / "corpus.jsonl").write_text("\n")
+    with pytest.raises(DataFormatError, match="holds no document") as err:
+        load_dataset(d, ("test",))
+    assert "corpus.jsonl" in str(err.value)

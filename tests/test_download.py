@@ -83,3 +83,12 @@ def test_a_download_with_several_collections_keeps_them_all(tmp_path: Path) -> N
     z = _zip(tmp_path, members)
     out = download_beir("cqa", tmp_path / "data", url=z.as_uri(), show_progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["android", "english"]  # one of them was kept, silently
+
+
+def test_a_member_escaping_into_a_sibling_folder_is_refused(tmp_path: Path) -> None:
+    """The check compared path strings: a member `../unpacked2/x` resolves beside the target folder, and its path
+    starts with the target's."""
+    evil = _zip(tmp_path, {"toy/corpus.jsonl": json.dumps({"_id": "d1", "text": "x"}) + "\n", "../unpacked2/x": "x"})
+    with pytest.raises(RRError, match="escapes the target folder"):
+        download_beir("toy", tmp_path / "o", url=evil.as_uri(), show_progress=False)
+    assert not (tmp_path / "o" / "toy").exists()
