@@ -229,6 +229,13 @@ def experts_train(
         reg = registry_for(s, sides)
         if name in reg.names() and not replace:
             _fail(RRError(f"expert {name!r} exists in {reg.root}; pass --replace to retrain it"))
+        if (reg.root / name).exists() and not replace:  # a folder of that name whose manifest does not load
+            _fail(
+                RRError(
+                    f"{reg.root / name} exists and holds no expert that loads; `rr experts remove {name}` clears it, "
+                    "or pass --replace to train over it"
+                )
+            )
         cfg = _train_config(  # every option is checked before the corpus is read and encoded
             sides,
             budget,
@@ -241,6 +248,8 @@ def experts_train(
             doc_anchor=doc_anchor,
         )
         ds = load_dataset(data, ("train",))  # no train split: an error naming the splits the folder has
+        if not ds.qrels["train"]:  # self-supervised pairs alone would make an expert of no real query
+            raise InvalidInput(f"{data}: qrels/train.tsv judges no query; there is nothing to train on", field="data")
         dropped = left_out(ds)
         if dropped:
             errors.print(

@@ -455,15 +455,25 @@ class PilotScores:
 
     @classmethod
     def load(cls, path: str | Path) -> PilotScores:
-        with np.load(Path(path)) as z:
-            meta = json.loads(str(z["meta"]))
-            out = cls()
-            for d, qids in meta["domains"].items():
-                out.add_domain(d, qids, z[f"emb::{d}"])
-                for e in meta["experts"][d]:
-                    out.scores[d][e] = z[f"score::{d}::{e}"]
-            for d in meta.get("corpus", []):  # files written before corpus pilots have none
-                out.corpus[d], out.corpus_sizes[d] = z[f"corpus::{d}"], z[f"corpus_size::{d}"]
+        """The scores file; one that is not such a file (damaged, truncated, hand-made) is a
+        :class:`DataFormatError` naming it (nothing is read into the library from it)."""
+        import zipfile
+
+        if not Path(path).is_file():
+            raise NotFound(f"{path}: no pilot scores; build them with `rr bench quality`")
+        try:
+            with np.load(Path(path)) as z:
+                meta = json.loads(str(z["meta"]))
+                out = cls()
+                for d, qids in meta["domains"].items():
+                    out.add_domain(d, qids, z[f"emb::{d}"])
+                    for e in meta["experts"][d]:
+                        out.scores[d][e] = z[f"score::{d}::{e}"]
+                for d in meta.get("corpus", []):  # files written before corpus pilots have none
+                    out.corpus[d], out.corpus_sizes[d] = z[f"corpus::{d}"], z[f"corpus_size::{d}"]
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError, AttributeError) as e:
+            why = f"not a pilot scores file ({type(e).__name__}: {e}); `rr bench quality` writes it"
+            raise DataFormatError(str(path), None, None, why) from None
         return out
 
 

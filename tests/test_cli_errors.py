@@ -374,3 +374,36 @@ def test_experts_train_refuses_too_few_queries_before_encoding_the_corpus(
         "too few training queries to hold any out",
     )
     assert not (env / "cache").exists()
+
+
+def test_experts_train_refuses_a_broken_folder_of_its_name_and_a_train_split_judging_nothing(
+    env: Path, beir_root: Path
+) -> None:
+    """Both were found only after the whole training: a folder of the name whose manifest does not load ended in
+    "it was registered while this one trained" (it was not); a header-only train split gave an expert of no real
+    query (self-supervised pairs alone)."""
+    train = ["experts", "train", "--name", "bio"]
+    broken = env / "experts" / "query" / "bio"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{bad")
+    res = runner.invoke(app, [*train, "--data", str(beir_root / "bio")])
+    _refused(res, "holds no expert that loads", "rr experts remove bio")
+    assert (broken / "manifest.json").read_text() == "{bad"  # left as it was
+    shutil.rmtree(broken)
+    judged_nothing = env / "beir" / "bio"
+    shutil.copytree(beir_root / "bio", judged_nothing)
+    (judged_nothing / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    _refused(runner.invoke(app, [*train, "--data", str(judged_nothing)]), "qrels/train.tsv judges no query")
+    assert not (env / "experts" / "query").exists() or not any((env / "experts" / "query").iterdir())
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"PK\x03\x04 truncated"])
+def test_a_damaged_pilot_scores_file_is_one_line_and_nothing_is_removed(tmp_path: Path, content: bytes) -> None:
+    import os
+
+    root = tmp_path / "experts"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "experts" / "query", root / "query")
+    (root / "query" / "pilot_scores.npz").write_bytes(content)
+    res = runner.invoke(app, ["experts", "remove", "cacm"], env={**os.environ, "RR_EXPERTS_DIR": str(root)})
+    _refused(res, "pilot_scores.npz", "not a pilot scores file", "rr bench quality")
+    assert (root / "query" / "cacm" / "manifest.json").is_file()
