@@ -102,6 +102,9 @@ def test_training_loss_falls(trained: dict[str, Path]) -> None:
     losses = [h["loss"] for h in m.training["history"][1:]]
     assert losses[-1] < losses[0], losses
     assert m.training["supervised_queries"] == 4
+    # Strict JSON, as other tools read it: epoch 0's missing loss was written as NaN, which is not JSON.
+    json.loads((trained["bio"] / "manifest.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert m.training["history"][0]["loss"] is None
     assert m.training["negatives"].startswith("whole frozen-base corpus")
 
 

@@ -139,7 +139,7 @@ class TrainConfig:
 class TrainResult:
     manifest: Manifest
     path: Path
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
 
 
 def _split(
@@ -420,7 +420,8 @@ def train_expert(
     judge_base = judge_per_query() if any(splits[n][2] for n in by_name) else None
     start = time.monotonic()
     best = val_score(1)
-    history = [{"epoch": 0.0, "loss": float("nan"), "val_ndcg10": best, "seconds": 0.0}]
+    # Epoch 0 is the base model: no loss (null in the manifest; NaN is not JSON).
+    history: list[dict[str, Any]] = [{"epoch": 0.0, "loss": None, "val_ndcg10": best, "seconds": 0.0}]
     if progress:
         progress("epoch 0", best, 0.0)
     best_state = {k: v.detach().clone() for k, v in m.model.state_dict().items() if "lora_" in k}
