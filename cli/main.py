@@ -410,17 +410,20 @@ def route(
     ] = None,
 ) -> None:
     """Show which expert a query is routed to, and the per-expert scores."""
-    from router.pilots import PilotLibrary
+    from router.pilots import RULES, PilotLibrary
     from router.workbench import make_encoder, registry_for
 
     try:
         if not query.strip():  # as the API's /route: nothing to route
             raise InvalidInput("query must not be empty", field="query")
+        if rule is not None and rule not in RULES:  # '' too: it was taken for no choice, the served rule
+            raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
         s = get_settings()
         lib = PilotLibrary.load(registry_for(s, sides).root / "pilots.json")
+        chosen = lib.rule if rule is None else rule
         enc = make_encoder(s)
-        (decision,) = lib.route(enc.encode([query], None, "query"), rule or lib.rule)
-        console.print(f"expert: [bold]{decision.expert}[/]  (rule: {rule or lib.rule})")
+        (decision,) = lib.route(enc.encode([query], None, "query"), chosen)
+        console.print(f"expert: [bold]{decision.expert}[/]  (rule: {chosen})")
         for e, v in sorted(decision.scores.items(), key=lambda kv: -kv[1]):
             console.print(f"  {e:<12} {v:.4f}")
     except RRError as e:

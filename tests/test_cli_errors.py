@@ -407,3 +407,9 @@ def test_a_damaged_pilot_scores_file_is_one_line_and_nothing_is_removed(tmp_path
     res = runner.invoke(app, ["experts", "remove", "cacm"], env={**os.environ, "RR_EXPERTS_DIR": str(root)})
     _refused(res, "pilot_scores.npz", "not a pilot scores file", "rr bench quality")
     assert (root / "query" / "cacm" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("rule", ["", "nearst"])
+def test_route_refuses_an_unknown_rule_before_loading_a_model(env: Path, rule: str) -> None:
+    """An empty --rule was taken for none (the served rule); an unknown one was refused only after encoding."""
+    _refused(runner.invoke(app, ["route", "a query", "--rule", rule]), f"unknown routing rule {rule!r}")
