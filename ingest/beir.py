@@ -196,7 +196,8 @@ class BeirDataset:
     qrels: dict[str, Qrels]
 
     def split_queries(self, split: str) -> dict[str, str]:
-        """The judged queries of a split (unjudged queries are not scored, as trec_eval does)."""
+        """The judged queries of a split (unjudged queries are not scored, as trec_eval does); each must be in the
+        queries file, with a text."""
         qrels = self.qrels[split]
         missing = [q for q in qrels if q not in self.queries]
         if missing:
@@ -205,6 +206,14 @@ class BeirDataset:
                 None,
                 "query-id",
                 f"{len(missing)} judged queries are absent from queries.jsonl (first: {missing[0]!r})",
+            )
+        empty = [q for q in qrels if not self.queries[q].strip()]
+        if empty:  # scored, or trained on, as an empty string: nothing to search with
+            raise DataFormatError(
+                str(_find(self.path, "queries")),
+                None,
+                "text",
+                f"{len(empty)} judged queries of split {split!r} have no text (first: {empty[0]!r})",
             )
         return {q: self.queries[q] for q in qrels}
 

@@ -235,3 +235,14 @@ def test_an_empty_corpus_and_a_collection_named_dot(tmp_path: Path, monkeypatch:
     with pytest.raises(DataFormatError, match="holds no document") as err:
         load_dataset(d, ("test",))
     assert "corpus.jsonl" in str(err.value)
+
+
+def test_a_judged_query_without_text_is_an_error(tmp_path: Path) -> None:
+    """It was scored (and trained on) as an empty string without a word."""
+    d = _collection(tmp_path, [json.dumps({"_id": "d1", "text": "a"})])
+    lines = [json.dumps({"_id": "q1", "text": "  "}), json.dumps({"_id": "q2", "text": ""})]
+    (d / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    ds = load_dataset(d, ("test",))  # q2 is judged by no split: not an error
+    with pytest.raises(DataFormatError, match="1 judged queries of split 'test' have no text") as err:
+        ds.split_queries("test")
+    assert "queries.jsonl" in str(err.value) and err.value.field == "text"
