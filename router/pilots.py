@@ -29,6 +29,15 @@ import numpy as np
 from core.errors import DataFormatError, InvalidInput, NotFound
 
 RULES = ("mean", "nearest", "topk", "weighted", "domain", "corpus", "stacked")
+
+
+def check_rule(rule: str) -> str:
+    """A routing rule's name, or an :class:`InvalidInput` naming the rules there are."""
+    if rule not in RULES:
+        raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+    return rule
+
+
 BASE = "base"  # the base model, no expert: where a query goes when a rule can choose no expert
 MARGIN_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
 CORPUS_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -122,8 +131,7 @@ def aggregate(
       names the domains that ``domain_of`` indexes. An expert's score is its domain's log-probability. The margin
       does not apply (it is chosen for the domain rule's similarities, not for probabilities).
     """
-    if rule not in RULES:
-        raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
+    check_rule(rule)
     if not 0.0 <= corpus_weight <= 1.0:
         raise InvalidInput(f"corpus_weight must be within [0, 1], got {corpus_weight}", field="corpus_weight")
     sims = np.atleast_2d(np.asarray(sims, dtype=np.float32))
@@ -487,9 +495,7 @@ class PilotLibrary:
     """Pilots as one matrix; routes base query embeddings to experts."""
 
     def __init__(self, pilots: Sequence[Pilot], experts: Sequence[str] | None = None, rule: str = "mean") -> None:
-        if rule not in RULES:
-            raise InvalidInput(f"unknown routing rule {rule!r}; choose one of {RULES}", field="rule")
-        self.rule = rule  # the rule serving uses: the paper's mean unless the benchmark chose another (quality.py)
+        self.rule = check_rule(rule)  # what serving uses: the paper's mean unless the benchmark chose another
         self.margin = 0.0  # the domain rule's fallback to the base model (router.validation.choose_margin)
         self.corpus_weight = 0.0  # the corpus rule's weight on corpus pilots (router.validation.choose_corpus_weight)
         self.stacker: DomainStacker | None = None  # the stacked rule's domain model (fit_stacker), fitted when needed
