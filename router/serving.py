@@ -193,13 +193,14 @@ class Retriever:
         with self._lock:
             if name not in self.manifests:
                 raise NotFound(f"unknown expert {name!r} (have: {', '.join(self.experts) or 'none'})")
+            scores_path = self.registry.root / SCORES_FILE
+            # Read before anything changes: a scores file that does not load leaves the expert as it was.
+            ps = PilotScores.load(scores_path) if scores_path.is_file() else None
             del self.manifests[name]
             self._stamps.pop(name, None)
             self.encoder.remove_expert(name)
             self.registry.remove(name)
-            scores_path = self.registry.root / SCORES_FILE
-            if scores_path.is_file():
-                ps = PilotScores.load(scores_path)
+            if ps is not None:
                 ps.remove_expert(name)
                 ps.save(scores_path)
             self.rebuild_pilots()

@@ -134,3 +134,19 @@ def test_a_replacement_the_encoder_refuses_is_not_served_in_the_old_ones_place(
     assert r.refresh() is False  # not tried again on every search ...
     manifest.write_text(json.dumps(m))
     assert r.refresh() is True and r.experts == ["aero", "bio"]  # ... but once its files change
+
+
+def test_an_expert_whose_removal_cannot_read_the_pilot_scores_is_kept(
+    tiny_model: Path, tiny_experts: dict[str, Path], beir_root: Path, tmp_path: Path
+) -> None:
+    """The folder was deleted before the scores file was read: a damaged file left pilots of an expert gone."""
+    from core.errors import DataFormatError
+
+    reg_root = tmp_path / "experts"
+    for n in ("bio", "aero"):
+        shutil.copytree(tiny_experts[n], reg_root / n)
+    r = Retriever(TextEncoder(str(tiny_model), bf16=False), ExpertRegistry(reg_root))
+    (reg_root / SCORES_FILE).write_bytes(b"garbage")
+    with pytest.raises(DataFormatError, match="not a pilot scores file"):
+        r.unregister("aero")
+    assert "aero" in r.experts and (reg_root / "aero" / "manifest.json").is_file()
