@@ -227,10 +227,10 @@ def experts_train(
         s = get_settings()
         check_name(name)
         reg = registry_for(s, sides)
-        if name in reg.names() and not replace:
-            _fail(RRError(f"expert {name!r} exists in {reg.root}; pass --replace to retrain it"))
-        if (reg.root / name).exists() and not replace:  # a folder of that name whose manifest does not load
-            _fail(
+        if (reg.root / name).exists() and not replace:
+            if name in reg.names():
+                _fail(RRError(f"expert {name!r} exists in {reg.root}; pass --replace to retrain it"))
+            _fail(  # a folder of that name whose manifest does not load
                 RRError(
                     f"{reg.root / name} exists and holds no expert that loads; `rr experts remove {name}` clears it, "
                     "or pass --replace to train over it"

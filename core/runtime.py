@@ -49,10 +49,9 @@ class Runtime:
         if s.store_url == "embedded-shared":
             return UpdateLock(file_lock(Path(s.data_dir) / "meta.lock"))
         if s.store_url.startswith(("http://", "https://")):
-            if s.lock_url is not None:
-                return UpdateLock(redis_lock(s.lock_url, s.store_url))
-            if s.broker_url.startswith(("redis://", "rediss://")):
-                return UpdateLock(redis_lock(s.broker_url, s.store_url))
+            redis_url = s.lock_url or (s.broker_url if s.broker_url.startswith(("redis://", "rediss://")) else None)
+            if redis_url is not None:
+                return UpdateLock(redis_lock(redis_url, s.store_url))
             if not s.broker_url.startswith("memory://"):
                 log.warning(
                     "metadata updates are locked within each process only: processes sharing the Qdrant server "
