@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from api import service
-from core.errors import Conflict, InvalidInput, NotFound, StoreError
+from core.errors import Conflict, InvalidInput, NotFound, QueueError, StoreError
 from core.runtime import Runtime
 from router.serving import PILOTS_FILE, SCORES_FILE
 from store.edge import EdgeStore
@@ -374,7 +374,6 @@ def test_a_drop_queued_before_the_expert_was_registered_again_keeps_its_new_vect
 def test_a_broker_that_fails_part_way_leaves_the_queued_batches_and_fails_the_rest(
     tiny_model: Path, tiny_experts: dict[str, Path], bio_scores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.errors import QueueError
 
     BATCH = 2
     monkeypatch.setattr(service, "BATCH", BATCH)  # three batches within the test settings' request limit
@@ -652,6 +651,16 @@ def test_a_scoring_task_delivered_again_runs_only_when_its_request_is_neither_do
     rt.meta.set_scoring("aero", "running", token=first["token"])
     assert run_score_expert(rt, **first, lease_s=900.0) == [] and calls == []
     assert rt.queue.later == [("score_expert", 450.0, first)]
+    # A queue that cannot take the later look: no failure recorded over the scoring that runs elsewhere.
+    taken = rt.queue.submit_later
+
+    def refuses(*_: Any, **__: Any) -> None:
+        raise QueueError("the broker went away")
+
+    monkeypatch.setattr(rt.queue, "submit_later", refuses)
+    assert run_score_expert(rt, **first, lease_s=900.0) == [] and calls == []
+    assert rt.meta.get_scoring("aero")["status"] == "running"  # type: ignore[index]
+    monkeypatch.setattr(rt.queue, "submit_later", taken)
     # That worker stopped reporting (it died): the copy runs.
     assert sorted(run_score_expert(rt, **first, lease_s=0.0)) == ["aero", "bio"] and calls
     assert rt.meta.get_scoring("aero")["status"] == "done"  # type: ignore[index]
